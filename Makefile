@@ -1,0 +1,40 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+DEMO_PATIENTS ?= 12
+SEED ?= 0
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup:
+	@VENV=$(VENV) bash scripts/bootstrap.sh
+
+## The main job on the embedded default data: a phantom DSA archive and its preview.
+demo: setup
+	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --preview --overwrite
+	@echo "demo: archive in $(DEMO_DIR)/archive, preview in $(DEMO_DIR)/archive/preview.png"
+
+## The whole test suite, slow tests included (what CI runs).
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -m "slow or not slow"
+
+## The fast default suite, for the edit-test loop.
+test-fast: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python benchmarks/phantom.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `angiosynth` command line: thin commands over the library."""

@@ -1,0 +1,26 @@
+"""Helpers shared by the CLI modules: one-line errors and progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NoReturn, TypeVar
+
+import typer
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    """Prints a one-line error to stderr and exits with status 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def progress(total: int, desc: str, unit: str) -> callable:
+    """A wrapper that shows a tqdm progress bar over an iterator of `total` items."""
+
+    def wrap(items: Iterable[T]) -> Iterator[T]:
+        yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+    return wrap

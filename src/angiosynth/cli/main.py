@@ -1,0 +1,33 @@
+"""`angiosynth` console script: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from angiosynth import __version__
+from angiosynth.cli import phantom
+
+app = typer.Typer(
+    name="angiosynth",
+    help="Synthetic X-ray angiography: DSA phantom, curation, latent diffusion, evaluation, "
+    "reader studies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("phantom")(phantom.phantom)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"angiosynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Synthetic X-ray angiography toolkit."""

@@ -1,0 +1,35 @@
+"""The semantic conditions of the paper: circulation x plane x canonical C-arm angles (Table 1).
+
+Like `config`, this module imports nothing else from angiosynth, so every stage can use it.
+"""
+
+from __future__ import annotations
+
+#: The four canonical conditions of the reader study, in the paper's order.
+CONDITIONS = ("AC A", "PC A", "AC B", "PC B")
+#: Every view label, the canonical ones followed by the catch-all.
+VIEWS = (*CONDITIONS, "Others")
+#: Canonical (primary, secondary) angles of each plane (degrees).
+CANONICAL_ANGLES = {"A": (0.0, 0.0), "B": (-90.0, 0.0)}
+#: Half-width of the canonical angle bins (degrees, inclusive).
+CANONICAL_TOLERANCE_DEG = 5.0
+_PREFIX = {"anterior": "AC", "posterior": "PC"}
+
+
+def canonical_view(circulation: str, plane: str, primary: float, secondary: float) -> str:
+    """The view label of a frame: 'AC A', 'PC A', 'AC B', 'PC B' or 'Others'.
+
+    A view is canonical when both angles are within +-5 degrees (inclusive) of the plane's
+    canonical angles: 0/0 for Plane A, -90/0 for Plane B. Circulations other than anterior and
+    posterior have no view and return ''.
+    """
+    prefix = _PREFIX.get(circulation)
+    if prefix is None:
+        return ""
+    target = CANONICAL_ANGLES.get(plane)
+    if target is None:
+        return "Others"
+    tol = CANONICAL_TOLERANCE_DEG
+    if abs(primary - target[0]) <= tol and abs(secondary - target[1]) <= tol:
+        return f"{prefix} {plane}"
+    return "Others"

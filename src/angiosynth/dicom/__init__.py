@@ -1,0 +1,1 @@
+"""Reading and processing DICOM XA series: frames, mask subtraction, display windowing."""

@@ -1,0 +1,1 @@
+"""A procedural cerebral DSA phantom that writes real DICOM XA archives (numpy + pydicom only)."""

@@ -1,0 +1,261 @@
+"""Simulates one patient: vessel trees, examinations, native frames and ground truth.
+
+Image formation for a frame at time t in one plane:
+
+    counts = N0 * collimator * exp(-(mu_bone * L_head(shifted by motion) + mu_iodine * L_iodine(t)))
+
+with L_iodine(t) the line integral of contrast concentration through arteries, the capillary blush
+and veins. Quantum noise (Gaussian approximation of Poisson) is added to the counts, then the
+detector blurs them; stored values are linear in exposure (Pixel Intensity Relationship LIN), so a
+DSA frame is log(mask) - log(frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from angiosynth.config import PhantomConfig
+from angiosynth.phantom import anatomy
+from angiosynth.phantom.bolus import Bolus, classify_phase
+from angiosynth.phantom.geometry import Detector, view_for_angles
+from angiosynth.phantom.protocol import RunPlan, StudyPlan, plan_patient
+from angiosynth.phantom.render import (
+    ellipsoid_chords,
+    gaussian_blur,
+    project_tree,
+    smooth_noise,
+)
+from angiosynth.phantom.vessels import SegmentClass, VesselTree
+
+#: Attenuation of bone per mm (effective, ~80 kVp); soft tissue is a fraction of it (anatomy).
+MU_BONE_PER_MM = 0.05
+#: Attenuation per mm of vessel filled with undiluted contrast.
+MU_IODINE_PER_MM = 0.125
+#: Peak attenuation of the capillary blush.
+BLUSH_PEAK = 0.07
+#: Peak venous concentration relative to arterial (dilution).
+VENOUS_PEAK = 0.55
+#: Line integral of contrast attenuation above which a pixel counts as opacified in masks.
+MASK_THRESHOLD = 0.02
+#: Stored value of the counts through the middle of the head (12-bit scale).
+STORED_AT_HEAD = 0.2
+
+
+@dataclass
+class PlaneResult:
+    """One simulated plane of a run.
+
+    Attributes:
+        frames: (F, H, W) uint16 native frames.
+        labels: (F, H, W) uint8 vessel masks with SegmentClass values (0 = background).
+        shutter: (left, right, upper, lower) 1-based collimator edges.
+    """
+
+    frames: np.ndarray
+    labels: np.ndarray
+    shutter: tuple[int, int, int, int]
+
+
+@dataclass
+class RunResult:
+    """A simulated biplane run with its per-frame timing and phase truth."""
+
+    plan: RunPlan
+    planes: list[PlaneResult]
+    times_s: np.ndarray
+    phases: list[str]
+    opacity: np.ndarray  # (F, 3) arterial / capillary / venous opacification in [0, 1]
+
+
+@dataclass
+class PatientSimulation:
+    """Everything simulated for one patient, before it is written to disk."""
+
+    index: int
+    patient: anatomy.Patient
+    studies: list[StudyPlan]
+    runs: list[list[RunResult]] = field(default_factory=list)
+
+
+class TreeCache:
+    """Grows each vessel tree of a patient once, each from its own seeded stream."""
+
+    def __init__(self, patient: anatomy.Patient, seed_seq: np.random.SeedSequence) -> None:
+        self.patient = patient
+        self._seed = seed_seq
+        self._trees: dict[tuple, tuple[VesselTree, float]] = {}
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng(
+            np.random.SeedSequence(self._seed.entropy, spawn_key=(*self._seed.spawn_key, *key))
+        )
+
+    def arteries(self, injection: str, side: int) -> VesselTree:
+        """The arterial forest opacified by an injection (with path offsets of its stems)."""
+        key = (injection, side)
+        if key not in self._trees:
+            self._trees[key] = (self._build(injection, side), 0.0)
+        return self._trees[key][0]
+
+    def veins(self) -> VesselTree:
+        """The venous tree of the patient."""
+        if ("veins", 0) not in self._trees:
+            self._trees[("veins", 0)] = (anatomy.grow_veins(self.patient, self._rng(9)), 0.0)
+        return self._trees[("veins", 0)][0]
+
+    def _build(self, injection: str, side: int) -> VesselTree:
+        p = self.patient
+        if injection in ("ICA", "unlabelled"):
+            return anatomy.grow_anterior(side, p, self._rng(1, side + 1))
+        if injection == "VA":
+            return anatomy.grow_posterior(p, self._rng(2))
+        if injection == "ECA":
+            return anatomy.grow_external(side, p, self._rng(3, side + 1))
+        if injection == "CCA":
+            stem = anatomy.grow_common_carotid_stem(side, p)
+            offset = float(stem.path_mm.max())
+            return VesselTree.concatenate(
+                [stem, self.arteries("ICA", side), self.arteries("ECA", side)],
+                [0.0, offset, offset],
+            )
+        if injection == "arch":
+            return VesselTree.concatenate(
+                [self.arteries("CCA", 1), self.arteries("CCA", -1), self.arteries("VA", 0)],
+                [60.0, 40.0, 50.0],
+            )
+        raise ValueError(f"unknown injection kind {injection!r}")
+
+
+def simulate_patient(index: int, seed: int, config: PhantomConfig) -> PatientSimulation:
+    """Simulates all studies of patient `index` of an archive seeded with `seed`."""
+    seq = np.random.SeedSequence(seed, spawn_key=(index,))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 0)))
+    patient = anatomy.Patient.sample(rng)
+    studies = plan_patient(rng, patient.dominant_va, config.oblique_share)
+    sim = PatientSimulation(index=index, patient=patient, studies=studies)
+    trees = TreeCache(patient, seq)
+    detector = Detector(config.image_size, config.pixel_spacing_mm)
+    head = anatomy.head_ellipsoids(patient)
+    for study in studies:
+        sim.runs.append(
+            [simulate_run(run, trees, head, detector, config, rng) for run in study.runs]
+        )
+    return sim
+
+
+def simulate_run(
+    run: RunPlan,
+    trees: TreeCache,
+    head: list[anatomy.Ellipsoid],
+    detector: Detector,
+    config: PhantomConfig,
+    rng: np.random.Generator,
+) -> RunResult:
+    """Simulates both planes of one biplane run."""
+    arteries = trees.arteries(run.injection, run.side)
+    veins = trees.veins()
+    dt = run.frame_time_ms / 1000.0
+    times = np.arange(run.n_frames) * dt
+    t_inject = (run.n_mask - 1) * dt + rng.uniform(0.3, 0.9) * dt
+    bolus = Bolus.sample(rng, t_inject)
+    c_art = bolus.arterial(times, arteries.path_mm)  # (F, N_a)
+    c_cap = bolus.capillary(times, arteries.path_mm)  # (F,)
+    c_ven = bolus.venous(times, arteries.path_mm, veins.path_mm) * VENOUS_PEAK  # (F, N_v)
+    opacity, phases = _phase_truth(times, bolus, arteries, veins)
+    planes = [
+        _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, config, rng)
+        for geom in run.planes
+    ]
+    return RunResult(plan=run, planes=planes, times_s=times, phases=phases, opacity=opacity)
+
+
+def _phase_truth(times, bolus, arteries, veins) -> tuple[np.ndarray, list[str]]:
+    """Per-frame compartment opacities (F, 3) and phase labels (see bolus.classify_phase).
+
+    Each compartment's mean concentration is normalised by its own peak over a long, dense time
+    grid, so 1 means "as filled as it will get" even when the series ends before the peak.
+    """
+    distal = arteries.path_mm[arteries.segment_class == SegmentClass.PERIPHERAL]
+    distal = _subsample(distal if distal.size else arteries.path_mm)
+    venous = _subsample(veins.path_mm)
+    dense = np.arange(0.0, 30.0, 0.05)
+
+    def curves(t: np.ndarray) -> np.ndarray:
+        a = bolus.arterial(t, distal).mean(axis=1)
+        v = bolus.venous(t, arteries.path_mm, venous, venous_max=veins.path_mm.max()).mean(axis=1)
+        return np.stack([a, bolus.capillary(t, arteries.path_mm), v], axis=1)
+
+    reference = curves(dense)
+    opacity = curves(times) / reference.max(axis=0)
+    arterial_peak_s = dense[reference[:, 0].argmax()]
+    phases = [
+        classify_phase(t, bolus.t_inject, *opacity[i], rising=bool(t < arterial_peak_s))
+        for i, t in enumerate(times)
+    ]
+    return opacity, phases
+
+
+def _subsample(values: np.ndarray, n: int = 400) -> np.ndarray:
+    """At most n evenly spaced quantiles of values (enough for compartment means)."""
+    return np.quantile(values, np.linspace(0, 1, n)) if values.size > n else values
+
+
+def _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, config, rng):
+    """Native frames and label maps of one plane of a run."""
+    view = view_for_angles(geom.primary, geom.secondary)
+    size = detector.size
+    art = project_tree(arteries, detector, view)
+    ven = project_tree(veins, detector, view)
+    peripheral = (arteries.segment_class == SegmentClass.PERIPHERAL).astype(float)
+    blush = gaussian_blur(art.integrate(peripheral), 4.0 / detector.spacing_mm)
+    blush = (BLUSH_PEAK * blush / (np.percentile(blush, 99.5) + 1e-9)).astype(np.float32)
+    artery_label = _static_labels(art, arteries)
+    bone = ellipsoid_chords(head, detector, view) * MU_BONE_PER_MM
+    bone *= 1.0 + 0.04 * smooth_noise(rng, size, 12.0 / detector.spacing_mm)
+    bone = bone.astype(np.float32)
+    bone_dy, bone_dx = np.gradient(bone)
+    shutter, collimator = _collimator(rng, size)
+    counts_head = config.photons_per_pixel * np.exp(-np.median(bone[bone > 0.5]))
+    gain = STORED_AT_HEAD * (2**config.bits_stored - 1) / counts_head
+    flux = (config.photons_per_pixel * collimator).astype(np.float32)
+    blur_px = config.detector_blur_mm / detector.spacing_mm
+    motion = np.cumsum(rng.normal(0, config.motion_px_per_frame, size=(len(c_art), 2)), axis=0)
+    motion -= motion[0]
+    frames = np.empty((len(c_art), size, size), dtype=np.uint16)
+    labels = np.empty((len(c_art), size, size), dtype=np.uint8)
+    top = 2**config.bits_stored - 1
+    for i in range(len(c_art)):
+        arterial = MU_IODINE_PER_MM * art.integrate(c_art[i]).astype(np.float32)
+        venous = MU_IODINE_PER_MM * ven.integrate(c_ven[i]).astype(np.float32)
+        moved = bone - motion[i, 0] * bone_dy - motion[i, 1] * bone_dx  # sub-pixel motion
+        expected = flux * np.exp(-(moved + arterial + venous + c_cap[i] * blush))
+        noise = rng.standard_normal(expected.shape, dtype=np.float32)
+        stored = gaussian_blur(expected + np.sqrt(expected) * noise, blur_px) * gain
+        frames[i] = np.clip(np.rint(stored), 0, top)
+        labels[i] = np.where(
+            arterial > MASK_THRESHOLD,
+            artery_label,
+            np.where(venous > MASK_THRESHOLD, SegmentClass.VENOUS, 0),
+        )
+    return PlaneResult(frames=frames, labels=labels, shutter=shutter)
+
+
+def _static_labels(projection, tree: VesselTree) -> np.ndarray:
+    """(H, W) arterial class with the longest chord at each pixel (0 where no artery projects)."""
+    per_class = np.stack(
+        [projection.integrate((tree.segment_class == c).astype(float)) for c in SegmentClass]
+    )
+    return np.where(per_class.max(axis=0) > 0, per_class.argmax(axis=0) + 1, 0).astype(np.uint8)
+
+
+def _collimator(
+    rng: np.random.Generator, size: int
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """Random rectangular collimation: 1-based (left, right, upper, lower) edges, transmission."""
+    m = rng.integers(size // 40, size // 9, size=4)
+    left, right, upper, lower = int(m[0]) + 1, size - int(m[1]), int(m[2]) + 1, size - int(m[3])
+    transmission = np.full((size, size), 0.03)
+    transmission[upper - 1 : lower, left - 1 : right] = 1.0
+    return (left, right, upper, lower), transmission
