@@ -44,7 +44,7 @@ class PhantomConfig(StrictModel):
     annotate_share: float = Field(0.3, ge=0, le=1)
     photons_per_pixel: float = Field(6.0e5, gt=0)
     detector_blur_mm: float = Field(0.3, ge=0)
-    motion_px_per_frame: float = Field(0.12, ge=0)
+    motion_px_per_frame: float = Field(0.06, ge=0)
 
     @model_validator(mode="after")
     def _check_bits(self) -> PhantomConfig:

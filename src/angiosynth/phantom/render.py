@@ -126,22 +126,24 @@ def ellipsoid_chords(bodies: list[Ellipsoid], detector: Detector, view: View) ->
     1-D arrays, which keeps this cheap at full resolution.
     """
     offsets = (np.arange(detector.size) - (detector.size - 1) / 2.0) * detector.spacing_mm
-    o_r, o_c = offsets[:, None], offsets[None, :]
-    total = np.zeros((detector.size, detector.size))
+    o_r, o_c = offsets[:, None].astype(np.float32), offsets[None, :].astype(np.float32)
+    total = np.zeros((detector.size, detector.size), dtype=np.float32)
     for body in bodies:
         inv = body.rotation.T
         p0 = (inv @ -body.centre) / body.axes
         u = (inv @ view.down) / body.axes
         v = (inv @ view.right) / body.axes
         d = (inv @ view.beam) / body.axes
-        dd = d @ d
-        pd = (p0 @ d + o_r * (u @ d)) + o_c * (v @ d)
-        pp = (p0 @ p0 + 2 * o_r * (p0 @ u) + o_r**2 * (u @ u)) + (
-            2 * o_c * (p0 @ v) + o_c**2 * (v @ v)
+        dd = np.float32(d @ d)
+        f32 = np.float32
+        pd = (f32(p0 @ d) + o_r * f32(u @ d)) + o_c * f32(v @ d)
+        pp = (f32(p0 @ p0 - 1) + 2 * o_r * f32(p0 @ u) + o_r**2 * f32(u @ u)) + (
+            2 * o_c * f32(p0 @ v) + o_c**2 * f32(v @ v)
         )
-        pp = pp + 2 * (u @ v) * o_r * o_c
-        disc = pd**2 - dd * (pp - 1)
-        total += body.density * 2 * np.sqrt(np.clip(disc, 0, None)) / dd
+        pp += f32(2 * (u @ v)) * o_r * o_c
+        disc = pd * pd - dd * pp
+        np.maximum(disc, 0, out=disc)
+        total += f32(body.density * 2 / dd) * np.sqrt(disc)
     return total
 
 
@@ -152,8 +154,8 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     radius = max(1, int(np.ceil(3 * sigma_px)))
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
-    kernel /= kernel.sum()
-    out = image.astype(np.float64)
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    out = image.astype(np.float32)
     for axis in (-1, -2):
         moved = np.moveaxis(out, axis, -1)
         n = moved.shape[-1]

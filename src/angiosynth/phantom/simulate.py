@@ -214,31 +214,29 @@ def _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, co
     artery_label = _static_labels(art, arteries)
     bone = ellipsoid_chords(head, detector, view) * MU_BONE_PER_MM
     bone *= 1.0 + 0.04 * smooth_noise(rng, size, 12.0 / detector.spacing_mm)
-    bone = bone.astype(np.float32)
-    bone_dy, bone_dx = np.gradient(bone)
     shutter, collimator = _collimator(rng, size)
+    # Exposure through the head and its first-order change under a sub-pixel shift (motion).
+    head_exposure = (config.photons_per_pixel * collimator * np.exp(-bone)).astype(np.float32)
+    grad_rows, grad_cols = (-head_exposure * g for g in np.gradient(bone.astype(np.float32)))
     counts_head = config.photons_per_pixel * np.exp(-np.median(bone[bone > 0.5]))
-    gain = STORED_AT_HEAD * (2**config.bits_stored - 1) / counts_head
-    flux = (config.photons_per_pixel * collimator).astype(np.float32)
+    gain = np.float32(STORED_AT_HEAD * (2**config.bits_stored - 1) / counts_head)
     blur_px = config.detector_blur_mm / detector.spacing_mm
     motion = np.cumsum(rng.normal(0, config.motion_px_per_frame, size=(len(c_art), 2)), axis=0)
-    motion -= motion[0]
+    motion = (motion - motion[0]).astype(np.float32)
     frames = np.empty((len(c_art), size, size), dtype=np.uint16)
     labels = np.empty((len(c_art), size, size), dtype=np.uint8)
     top = 2**config.bits_stored - 1
     for i in range(len(c_art)):
-        arterial = MU_IODINE_PER_MM * art.integrate(c_art[i]).astype(np.float32)
-        venous = MU_IODINE_PER_MM * ven.integrate(c_ven[i]).astype(np.float32)
-        moved = bone - motion[i, 0] * bone_dy - motion[i, 1] * bone_dx  # sub-pixel motion
-        expected = flux * np.exp(-(moved + arterial + venous + c_cap[i] * blush))
-        noise = rng.standard_normal(expected.shape, dtype=np.float32)
-        stored = gaussian_blur(expected + np.sqrt(expected) * noise, blur_px) * gain
+        arterial = art.integrate(MU_IODINE_PER_MM * c_art[i]).astype(np.float32)
+        venous = ven.integrate(MU_IODINE_PER_MM * c_ven[i]).astype(np.float32)
+        exposure = head_exposure - motion[i, 0] * grad_rows - motion[i, 1] * grad_cols
+        exposure *= np.exp(-(arterial + venous + np.float32(c_cap[i]) * blush))
+        noise = rng.standard_normal(exposure.shape, dtype=np.float32)
+        noise *= np.sqrt(np.maximum(exposure, 0))
+        stored = gaussian_blur(exposure + noise, blur_px) * gain
         frames[i] = np.clip(np.rint(stored), 0, top)
-        labels[i] = np.where(
-            arterial > MASK_THRESHOLD,
-            artery_label,
-            np.where(venous > MASK_THRESHOLD, SegmentClass.VENOUS, 0),
-        )
+        labels[i] = artery_label * (arterial > MASK_THRESHOLD)
+        labels[i][(labels[i] == 0) & (venous > MASK_THRESHOLD)] = SegmentClass.VENOUS
     return PlaneResult(frames=frames, labels=labels, shutter=shutter)
 
 

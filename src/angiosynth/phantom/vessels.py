@@ -12,6 +12,7 @@ so a thin side branch leaves at a wide angle while the thicker child continues a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -174,7 +175,7 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / (np.linalg.norm(v) + 1e-12)
+    return v / (math.sqrt(v @ v) + 1e-12)
 
 
 def catmull_rom(control: np.ndarray, step_mm: float) -> np.ndarray:
@@ -226,12 +227,12 @@ class TreeBuilder:
 
     def add_node(self, p: np.ndarray, radius: float, parent: int, cls: int | None = None) -> int:
         """Appends a node; the class defaults to the arterial class of its radius."""
-        path = (
-            0.0
-            if parent < 0
-            else self._path[parent] + float(np.linalg.norm(p - self._points[parent]))
-        )
-        self._points.append(np.asarray(p, dtype=float))
+        p = np.asarray(p, dtype=float)
+        path = 0.0
+        if parent >= 0:
+            delta = p - self._points[parent]
+            path = self._path[parent] + math.sqrt(delta @ delta)
+        self._points.append(p)
         self._radius.append(float(radius))
         self._parent.append(parent)
         self._path.append(path)
@@ -336,14 +337,10 @@ class TreeBuilder:
         """Extends a branch by `length` mm; returns the last node, direction and if it lives."""
         step = float(np.clip(2.5 * r, 0.8, params.step_mm))
         n_steps = max(1, round(length / step))
-        for _ in range(n_steps):
+        kicks = rng.normal(scale=params.tortuosity * np.sqrt(step), size=(n_steps, 3))
+        for kick in kicks:
             p = self._points[node]
-            to_target = _unit(target - p)
-            d = _unit(
-                d
-                + params.tortuosity * np.sqrt(step) * rng.normal(size=3)
-                + params.target_pull * to_target
-            )
+            d = _unit(d + kick + params.target_pull * _unit(target - p))
             nxt = p + step * d
             if not domain.contains(nxt, margin=0.98):
                 inward = domain.inward_normal(nxt)
