@@ -71,8 +71,8 @@ def load_config(path: Path, model: type[Model], section: str | None = None) -> M
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read YAML ({err.__class__.__name__}: {err})") from err
-    if section is not None:
-        data = data.get(section, {}) if isinstance(data, dict) else data
+    if section is not None and isinstance(data, dict):
+        data = data.get(section) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options, got {type(data).__name__}")
     try:

@@ -20,7 +20,7 @@ def phantom(
     ),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel processes."),
     size: int = typer.Option(
-        None, "--size", min=64, max=2048, help="Frame size in pixels [default: 512, or config]."
+        None, "--size", min=64, max=2048, help="Frame size in pixels (default 512, or image_size from --config)."
     ),
     config: Path = typer.Option(
         None, "--config", exists=True, dir_okay=False, help="YAML file with a `phantom:` section."
@@ -59,5 +59,6 @@ def phantom(
     views = ", ".join(f"{v}: {n}" for v, n in summary.frames_per_view.items())
     typer.echo(f"arterial frames per view: {views}")
     if preview:
-        path = write_preview(out, out / "preview.png")
-        typer.echo(f"preview: {path}")
+        if summary.n_arterial_frames == 0:
+            fail(f"{out}: no arterial-phase frame to preview (archive written)")
+        typer.echo(f"preview: {write_preview(out, out / 'preview.png')}")

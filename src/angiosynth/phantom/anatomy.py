@@ -312,10 +312,11 @@ def grow_external(side: int, patient: Patient, rng: np.random.Generator) -> Vess
     """External carotid artery tree of one side (scalp and face, outside the cranial cavity)."""
     b, k = TreeBuilder(), patient.scale
     params = GrowthParams(tortuosity=patient.tortuosity * 1.3, min_radius_mm=0.3)
-    scalp = Domain(
+    scalp = Domain(  # between the skull and the skin, on the injected side
         centre=CRANIUM_CENTRE * k,
-        semi_axes=(CRANIUM_AXES + SKULL_THICKNESS_MM + 5.0) * k,
+        semi_axes=(CRANIUM_AXES + SKULL_THICKNESS_MM + 9.0) * k,
         half_spaces=[(np.array([side, 0.0, 0.0]), 5.0 * k)],
+        hollow_axes=(CRANIUM_AXES + 2.0) * k,
     )
     eca = b.add_trunk(_c([(20, 2, -100), (27, -6, -82), (32, -4, -62)], side, k), (1.9, 1.6))
     branches = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom.uid import generate_uid
 
 from angiosynth import __version__
 from angiosynth.conditions import VIEWS, canonical_view
@@ -121,11 +121,16 @@ def _patient_job(args: tuple[int, int, PhantomConfig, Path]) -> list[dict]:
     return write_patient(simulate_patient(index, seed, config), seed, config, staging)
 
 
+_UID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8e-9a4c-2f7d1e0b8c31")
+
+
 def _uid(seed: int, *parts: object) -> str:
-    """A deterministic, well-formed UID (2.25 root, derived from the seed and the parts)."""
-    return generate_uid(
-        prefix=None, entropy_srcs=["angiosynth-phantom", str(seed), *map(str, parts)]
-    )
+    """A deterministic UID under the UUID-derived 2.25 root (PS3.5 B.2) from seed and parts.
+
+    The parts are joined with a separator, so (1, 23) and (12, 3) give different UIDs.
+    """
+    name = "|".join(["angiosynth-phantom", str(seed), *map(str, parts)])
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
 
 
 def write_patient(

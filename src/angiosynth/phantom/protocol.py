@@ -112,7 +112,7 @@ def _plan_study(rng, dominant_va, oblique_share, language) -> StudyPlan:
             injections.append((kind, 0 if kind == "arch" else int(rng.choice([1, -1]))))
     runs: list[RunPlan] = []
     for kind, side in injections:
-        for _ in range(1 + int(rng.random() < 0.6)):
+        for _ in range(1 + int(rng.random() < 0.35)):
             oblique = bool(rng.random() < oblique_share)
             runs.append(_plan_run(rng, kind, side, language, len(runs) + 1, oblique))
     return StudyPlan(runs=tuple(runs), language=language)

@@ -147,23 +147,32 @@ def ellipsoid_chords(bodies: list[Ellipsoid], detector: Detector, view: View) ->
     return total
 
 
-def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Separable Gaussian blur with reflected borders over the last two axes of (..., H, W)."""
+def gaussian_blur(image: np.ndarray, sigma_px: float, truncate: float = 3.0) -> np.ndarray:
+    """Separable Gaussian blur of the last two axes of (..., H, W), renormalised at the borders.
+
+    Border pixels average only the neighbours that exist (the kernel is cut at the edge and its
+    weights renormalised), which keeps flat images flat without padding copies.
+    """
     if sigma_px <= 0:
         return image
-    radius = max(1, int(np.ceil(3 * sigma_px)))
+    radius = max(1, int(np.ceil(truncate * sigma_px - 1e-6)))
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
     kernel = (kernel / kernel.sum()).astype(np.float32)
     out = image.astype(np.float32)
     for axis in (-1, -2):
-        moved = np.moveaxis(out, axis, -1)
-        n = moved.shape[-1]
-        padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(radius, radius)], mode="reflect")
-        acc = kernel[0] * padded[..., :n]
-        for i in range(1, len(kernel)):
-            acc += kernel[i] * padded[..., i : i + n]
-        out = np.moveaxis(acc, -1, axis)
+        n = out.shape[axis]
+        acc = kernel[radius] * out
+        src, dst = [slice(None)] * out.ndim, [slice(None)] * out.ndim
+        for offset in range(1, radius + 1):
+            for sign in (1, -1):
+                src[axis] = slice(offset, n) if sign > 0 else slice(0, n - offset)
+                dst[axis] = slice(0, n - offset) if sign > 0 else slice(offset, n)
+                acc[tuple(dst)] += kernel[radius + sign * offset] * out[tuple(src)]
+        weight = np.convolve(np.ones(n, dtype=np.float32), kernel, mode="same")
+        shape = [1] * out.ndim
+        shape[axis] = n
+        out = acc / weight.reshape(shape)
     return out
 
 

@@ -39,8 +39,10 @@ BLUSH_PEAK = 0.07
 VENOUS_PEAK = 0.55
 #: Line integral of contrast attenuation above which a pixel counts as opacified in masks.
 MASK_THRESHOLD = 0.02
-#: Stored value of the counts through the middle of the head (12-bit scale).
-STORED_AT_HEAD = 0.2
+#: Stored value of the counts through the middle of the head (fraction of the stored range).
+STORED_AT_HEAD = 0.15
+#: Equalisation filters raise the attenuation of thin regions to this share of the head's.
+EQUALISE_FLOOR = 0.75
 
 
 @dataclass
@@ -79,13 +81,31 @@ class PatientSimulation:
     runs: list[list[RunResult]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """Contrast concentrations of one run, shared by its two planes.
+
+    Attributes:
+        arteries, veins: the opacified trees.
+        arterial: (F, N_arteries) concentration per frame and arterial node.
+        capillary: (F,) capillary blush concentration.
+        venous: (F, N_veins) concentration per frame and venous node.
+    """
+
+    arteries: VesselTree
+    veins: VesselTree
+    arterial: np.ndarray
+    capillary: np.ndarray
+    venous: np.ndarray
+
+
 class TreeCache:
     """Grows each vessel tree of a patient once, each from its own seeded stream."""
 
     def __init__(self, patient: anatomy.Patient, seed_seq: np.random.SeedSequence) -> None:
         self.patient = patient
         self._seed = seed_seq
-        self._trees: dict[tuple, tuple[VesselTree, float]] = {}
+        self._trees: dict[tuple[str, int], VesselTree] = {}
 
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(
@@ -93,17 +113,17 @@ class TreeCache:
         )
 
     def arteries(self, injection: str, side: int) -> VesselTree:
-        """The arterial forest opacified by an injection (with path offsets of its stems)."""
+        """The arterial forest opacified by an injection (stems first, with path offsets)."""
         key = (injection, side)
         if key not in self._trees:
-            self._trees[key] = (self._build(injection, side), 0.0)
-        return self._trees[key][0]
+            self._trees[key] = self._build(injection, side)
+        return self._trees[key]
 
     def veins(self) -> VesselTree:
         """The venous tree of the patient."""
         if ("veins", 0) not in self._trees:
-            self._trees[("veins", 0)] = (anatomy.grow_veins(self.patient, self._rng(9)), 0.0)
-        return self._trees[("veins", 0)][0]
+            self._trees[("veins", 0)] = anatomy.grow_veins(self.patient, self._rng(9))
+        return self._trees[("veins", 0)]
 
     def _build(self, injection: str, side: int) -> VesselTree:
         p = self.patient
@@ -138,9 +158,15 @@ def simulate_patient(index: int, seed: int, config: PhantomConfig) -> PatientSim
     trees = TreeCache(patient, seq)
     detector = Detector(config.image_size, config.pixel_spacing_mm)
     head = anatomy.head_ellipsoids(patient)
-    for study in studies:
+    for k, study in enumerate(studies):
+        streams = [
+            np.random.SeedSequence(seed, spawn_key=(index, 1, k, r)) for r in range(len(study.runs))
+        ]
         sim.runs.append(
-            [simulate_run(run, trees, head, detector, config, rng) for run in study.runs]
+            [
+                simulate_run(run, trees, head, detector, config, stream)
+                for run, stream in zip(study.runs, streams, strict=True)
+            ]
         )
     return sim
 
@@ -151,9 +177,15 @@ def simulate_run(
     head: list[anatomy.Ellipsoid],
     detector: Detector,
     config: PhantomConfig,
-    rng: np.random.Generator,
+    stream: np.random.SeedSequence,
 ) -> RunResult:
-    """Simulates both planes of one biplane run."""
+    """Simulates both planes of one biplane run.
+
+    The bolus timing and each plane's noise draw from separate child streams of `stream`, so
+    the phase truth of a run does not depend on the image size or on the other runs.
+    """
+    timing_seq, *plane_seqs = stream.spawn(1 + len(run.planes))
+    rng = np.random.default_rng(timing_seq)
     arteries = trees.arteries(run.injection, run.side)
     veins = trees.veins()
     dt = run.frame_time_ms / 1000.0
@@ -164,9 +196,10 @@ def simulate_run(
     c_cap = bolus.capillary(times, arteries.path_mm)  # (F,)
     c_ven = bolus.venous(times, arteries.path_mm, veins.path_mm) * VENOUS_PEAK  # (F, N_v)
     opacity, phases = _phase_truth(times, bolus, arteries, veins)
+    contrast = Contrast(arteries, veins, c_art, c_cap, c_ven)
     planes = [
-        _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, config, rng)
-        for geom in run.planes
+        _render_plane(geom, contrast, head, detector, config, np.random.default_rng(seq))
+        for geom, seq in zip(run.planes, plane_seqs, strict=True)
     ]
     return RunResult(plan=run, planes=planes, times_s=times, phases=phases, opacity=opacity)
 
@@ -202,8 +235,10 @@ def _subsample(values: np.ndarray, n: int = 400) -> np.ndarray:
     return np.quantile(values, np.linspace(0, 1, n)) if values.size > n else values
 
 
-def _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, config, rng):
+def _render_plane(geom, contrast, head, detector, config, rng) -> PlaneResult:
     """Native frames and label maps of one plane of a run."""
+    arteries, veins = contrast.arteries, contrast.veins
+    c_art, c_cap, c_ven = contrast.arterial, contrast.capillary, contrast.venous
     view = view_for_angles(geom.primary, geom.secondary)
     size = detector.size
     art = project_tree(arteries, detector, view)
@@ -214,6 +249,7 @@ def _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, co
     artery_label = _static_labels(art, arteries)
     bone = ellipsoid_chords(head, detector, view) * MU_BONE_PER_MM
     bone *= 1.0 + 0.04 * smooth_noise(rng, size, 12.0 / detector.spacing_mm)
+    bone = _equalise(bone, detector)
     shutter, collimator = _collimator(rng, size)
     # Exposure through the head and its first-order change under a sub-pixel shift (motion).
     head_exposure = (config.photons_per_pixel * collimator * np.exp(-bone)).astype(np.float32)
@@ -238,6 +274,19 @@ def _render_plane(geom, arteries, veins, c_art, c_cap, c_ven, head, detector, co
         labels[i] = artery_label * (arterial > MASK_THRESHOLD)
         labels[i][(labels[i] == 0) & (venous > MASK_THRESHOLD)] = SegmentClass.VENOUS
     return PlaneResult(frames=frames, labels=labels, shutter=shutter)
+
+
+def _equalise(attenuation: np.ndarray, detector: Detector) -> np.ndarray:
+    """Adds a smooth semi-transparent equalisation filter where the body is thin.
+
+    Angiography systems place wedge filters over air and thin anatomy (neck, face) so the
+    detector does not saturate there; here the filter tops the attenuation up to
+    EQUALISE_FLOOR times the median head attenuation, smoothed over 10 mm. Log subtraction removes
+    it, like any static attenuation.
+    """
+    floor = EQUALISE_FLOOR * float(np.median(attenuation[attenuation > 0.5]))
+    smooth = gaussian_blur(attenuation, 10.0 / detector.spacing_mm)
+    return attenuation + gaussian_blur(np.maximum(floor - smooth, 0), 5.0 / detector.spacing_mm)
 
 
 def _static_labels(projection, tree: VesselTree) -> np.ndarray:

@@ -93,39 +93,53 @@ class VesselTree:
 
 @dataclass
 class Domain:
-    """Where grown vessels may run: an ellipsoid, optionally cut by half-spaces n.x >= c.
+    """Where grown vessels may run: an ellipsoid, cut by half-spaces n.x >= c, and optionally
+    hollowed by an inner ellipsoid they must stay outside of (e.g. scalp vessels around the skull).
 
     Attributes:
-        centre: (3,) ellipsoid centre.
-        semi_axes: (3,) ellipsoid semi-axes.
+        centre: (3,) centre of the ellipsoids.
+        semi_axes: (3,) semi-axes of the outer ellipsoid.
         half_spaces: list of ((3,) normal, offset) pairs.
+        hollow_axes: (3,) semi-axes of the excluded inner ellipsoid, or None.
     """
 
     centre: np.ndarray
     semi_axes: np.ndarray
     half_spaces: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    hollow_axes: np.ndarray | None = None
+
+    def _radius(self, p: np.ndarray, axes: np.ndarray) -> float:
+        q = (p - self.centre) / axes
+        return math.sqrt(q @ q)
 
     def contains(self, p: np.ndarray, margin: float = 1.0) -> bool:
-        """True when p lies inside the ellipsoid scaled by `margin` and every half-space."""
-        q = (p - self.centre) / self.semi_axes
-        if q @ q > margin**2:
+        """True when p lies inside the outer ellipsoid scaled by `margin`, outside the hollow and
+        on the allowed side of every half-space."""
+        if self._radius(p, self.semi_axes) > margin:
+            return False
+        if self.hollow_axes is not None and self._radius(p, self.hollow_axes) < 1.0:
             return False
         return all(n @ p >= c for n, c in self.half_spaces)
 
     def inward_normal(self, p: np.ndarray) -> np.ndarray:
-        """Unit vector pointing back into the ellipsoid from near its surface."""
-        g = (p - self.centre) / self.semi_axes**2
-        return -g / (np.linalg.norm(g) + 1e-12)
+        """Unit vector pointing back into the domain from near its boundary."""
+        if self.hollow_axes is not None and self._radius(p, self.hollow_axes) < 1.0:
+            return _unit((p - self.centre) / self.hollow_axes**2)
+        return -_unit((p - self.centre) / self.semi_axes**2)
 
     def project_inside(self, p: np.ndarray, margin: float = 0.97) -> np.ndarray:
-        """Moves p just inside the ellipsoid and onto the allowed side of every half-space."""
+        """Moves p just inside the domain: onto every half-space, inside the outer ellipsoid
+        (scaled by `margin`) and out of the hollow."""
         for n, c in self.half_spaces:
             if n @ p < c:
                 p = p + (c - n @ p + 0.5) * n
-        q = (p - self.centre) / self.semi_axes
-        norm = np.sqrt(q @ q)
-        if norm > margin:
-            p = self.centre + (p - self.centre) * (margin / norm)
+        if self.hollow_axes is not None:
+            inner = self._radius(p, self.hollow_axes)
+            if inner < 1.02:
+                p = self.centre + (p - self.centre) * (1.02 / max(inner, 1e-6))
+        outer = self._radius(p, self.semi_axes)
+        if outer > margin:
+            p = self.centre + (p - self.centre) * (margin / outer)
         return p
 
 
@@ -169,8 +183,15 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues rotation of v about a unit axis."""
     return (
         v * np.cos(angle)
-        + np.cross(axis, v) * np.sin(angle)
+        + _cross(axis, v) * np.sin(angle)
         + axis * (axis @ v) * (1 - np.cos(angle))
+    )
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product of two 3-vectors (np.cross is slow on single vectors)."""
+    return np.array(
+        [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
     )
 
 
@@ -312,7 +333,7 @@ class TreeBuilder:
             ratio = rng.uniform(*params.asymmetry)
             r1, r2 = murray_children(r, ratio)
             th1, th2 = murray_angles(r, r1, r2)
-            axis = _unit(np.cross(d, _unit(rng.normal(size=3))))
+            axis = _unit(_cross(d, _unit(rng.normal(size=3))))
             distance = np.linalg.norm(tgt - self._points[node])
             for rc, th, spread in ((r1, th1, 0.3), (r2, -th2, 0.9)):
                 if rc < 0.5 * params.min_radius_mm:
