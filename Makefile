@@ -3,6 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 DEMO_PATIENTS ?= 12
+WORKERS ?= 2
 SEED ?= 0
 
 .PHONY: setup demo test test-fast lint format bench clean
@@ -12,7 +13,7 @@ setup:
 
 ## The main job on the embedded default data: a phantom DSA archive and its preview.
 demo: setup
-	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --preview --overwrite
+	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --overwrite
 	@echo "demo: archive in $(DEMO_DIR)/archive, preview in $(DEMO_DIR)/archive/preview.png"
 
 ## The whole test suite, slow tests included (what CI runs).

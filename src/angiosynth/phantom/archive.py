@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -239,9 +240,12 @@ def _write_run(run: RunResult, r, common, started, seed, index, k, config, root)
 
 
 def _save_masks(path: Path, labels: np.ndarray) -> None:
+    """Writes `labels` as a compressed .npz (fast deflate level), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, labels=labels)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("labels.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.ascontiguousarray(labels))
     os.replace(tmp, path)
 
 

@@ -36,7 +36,7 @@ def write_preview(archive: Path, out: Path, rows: int = 3, dpi: int = 110) -> Pa
         dpi: resolution of the PNG.
     """
     truth = pd.read_parquet(Path(archive) / "ground_truth.parquet")
-    picks = representative_frames(truth)
+    picks = representative_frames(truth[truth["injection"] != "unlabelled"])
     columns = ("AC A", "AC B", "PC A", "PC B")  # the paper's conditions, by circulation
     panels = {c: picks[picks["view"] == c] for c in columns}
     panels["Others"] = picks[picks["view"] == "Others"]

@@ -20,6 +20,8 @@ from angiosynth.phantom.anatomy import Ellipsoid
 from angiosynth.phantom.geometry import Detector, View
 from angiosynth.phantom.vessels import VesselTree
 
+#: Largest kernel radius blurred directly; wider kernels blur a downsampled image.
+_DIRECT_BLUR_MAX_RADIUS = 12
 #: Stencil sizes (pixels) used to rasterise segments in vectorised groups.
 _STENCILS = (6, 12, 24, 48, 96)
 
@@ -156,6 +158,8 @@ def gaussian_blur(image: np.ndarray, sigma_px: float, truncate: float = 3.0) -> 
     if sigma_px <= 0:
         return image
     radius = max(1, int(np.ceil(truncate * sigma_px - 1e-6)))
+    if radius > _DIRECT_BLUR_MAX_RADIUS and image.ndim == 2:
+        return _blur_downsampled(image, sigma_px)
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
     kernel = (kernel / kernel.sum()).astype(np.float32)
@@ -174,6 +178,28 @@ def gaussian_blur(image: np.ndarray, sigma_px: float, truncate: float = 3.0) -> 
         shape[axis] = n
         out = acc / weight.reshape(shape)
     return out
+
+
+def _blur_downsampled(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Wide Gaussian blur of a (H, W) image: block-mean downsample, blur, bilinear upsample.
+
+    For kernels much wider than a pixel the result matches a direct blur to well under 1 % of the
+    image's range, at a fraction of the cost.
+    """
+    f = max(2, int(sigma_px // 3))
+    h, w = image.shape
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    padded = np.pad(image.astype(np.float32), [(0, hp - h), (0, wp - w)], mode="edge")
+    small = padded.reshape(hp // f, f, wp // f, f).mean(axis=(1, 3))
+    small = gaussian_blur(small, sigma_px / f)
+    rows = np.clip((np.arange(h) + 0.5) / f - 0.5, 0, small.shape[0] - 1)
+    cols = np.clip((np.arange(w) + 0.5) / f - 0.5, 0, small.shape[1] - 1)
+    r0, c0 = rows.astype(int), cols.astype(int)
+    r1, c1 = np.minimum(r0 + 1, small.shape[0] - 1), np.minimum(c0 + 1, small.shape[1] - 1)
+    fr, fc = (rows - r0)[:, None].astype(np.float32), (cols - c0)[None, :].astype(np.float32)
+    top = small[r0][:, c0] * (1 - fc) + small[r0][:, c1] * fc
+    bottom = small[r1][:, c0] * (1 - fc) + small[r1][:, c1] * fc
+    return top * (1 - fr) + bottom * fr
 
 
 def smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:

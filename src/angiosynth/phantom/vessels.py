@@ -159,7 +159,7 @@ class GrowthParams:
 
     min_radius_mm: float = 0.22
     length_per_radius: tuple[float, float] = (10.0, 26.0)
-    step_mm: float = 1.6
+    step_mm: float = 2.0
     tortuosity: float = 0.12
     target_pull: float = 0.08
     asymmetry: tuple[float, float] = (0.35, 1.0)
@@ -294,7 +294,7 @@ class TreeBuilder:
         radii: tuple[float, float],
         parent: int = -1,
         cls: int | None = None,
-        step_mm: float = 1.6,
+        step_mm: float = 1.0,
     ) -> list[int]:
         """Adds a spline through (K, 3) control points, radius tapering radii[0] -> radii[1].
 
@@ -356,7 +356,7 @@ class TreeBuilder:
         cls: Callable[[float], int],
     ) -> tuple[int, np.ndarray, bool]:
         """Extends a branch by `length` mm; returns the last node, direction and if it lives."""
-        step = float(np.clip(2.5 * r, 0.8, params.step_mm))
+        step = float(np.clip(3.0 * r, 1.0, params.step_mm))
         n_steps = max(1, round(length / step))
         kicks = rng.normal(scale=params.tortuosity * np.sqrt(step), size=(n_steps, 3))
         for kick in kicks:
