@@ -20,7 +20,11 @@ def phantom(
     ),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel processes."),
     size: int = typer.Option(
-        None, "--size", min=64, max=2048, help="Frame size in pixels (default 512, or image_size from --config)."
+        None,
+        "--size",
+        min=64,
+        max=2048,
+        help="Frame size in pixels (default 512, or image_size from --config).",
     ),
     config: Path = typer.Option(
         None, "--config", exists=True, dir_okay=False, help="YAML file with a `phantom:` section."

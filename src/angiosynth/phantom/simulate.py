@@ -269,7 +269,7 @@ def _render_plane(geom, contrast, head, detector, config, rng) -> PlaneResult:
         exposure *= np.exp(-(arterial + venous + np.float32(c_cap[i]) * blush))
         noise = rng.standard_normal(exposure.shape, dtype=np.float32)
         noise *= np.sqrt(np.maximum(exposure, 0))
-        stored = gaussian_blur(exposure + noise, blur_px) * gain
+        stored = gaussian_blur(exposure + noise, blur_px, truncate=2.5) * gain
         frames[i] = np.clip(np.rint(stored), 0, top)
         labels[i] = artery_label * (arterial > MASK_THRESHOLD)
         labels[i][(labels[i] == 0) & (venous > MASK_THRESHOLD)] = SegmentClass.VENOUS
