@@ -243,9 +243,11 @@ def _save_masks(path: Path, labels: np.ndarray) -> None:
     """Writes `labels` as a compressed .npz (fast deflate level), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open("labels.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, np.ascontiguousarray(labels))
+    with (
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("labels.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array(member, np.ascontiguousarray(labels))
     os.replace(tmp, path)
 
 
