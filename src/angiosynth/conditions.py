@@ -33,3 +33,39 @@ def canonical_view(circulation: str, plane: str, primary: float, secondary: floa
     if abs(primary - target[0]) <= tol and abs(secondary - target[1]) <= tol:
         return f"{prefix} {plane}"
     return "Others"
+
+
+PROMPT_TEMPLATE = (
+    "This is {article} {circulation} DSA scan taken in Plane {plane}, "
+    "with a primary angle of {primary}° and a secondary angle of {secondary}°."
+)
+
+
+def prompt_angle(angle: float, canonical: float) -> int:
+    """The angle written in a prompt: the canonical value inside its +-5 degree bin, else the
+    angle rounded to the nearest degree."""
+    if abs(angle - canonical) <= CANONICAL_TOLERANCE_DEG:
+        return round(canonical)
+    return round(angle)
+
+
+def prompt_for(circulation: str, plane: str, primary: float, secondary: float) -> str:
+    """The paper's template sentence for one frame (SPEC.md "Models").
+
+    Args:
+        circulation: "anterior" or "posterior".
+        plane: "A" or "B".
+        primary, secondary: C-arm angles in degrees.
+    """
+    if circulation not in _PREFIX:
+        raise ValueError(f"prompts need an anterior or posterior circulation, got {circulation!r}")
+    if plane not in CANONICAL_ANGLES:
+        raise ValueError(f"prompts need plane A or B, got {plane!r}")
+    target_primary, target_secondary = CANONICAL_ANGLES[plane]
+    return PROMPT_TEMPLATE.format(
+        article="an" if circulation == "anterior" else "a",
+        circulation=circulation,
+        plane=plane,
+        primary=prompt_angle(primary, target_primary),
+        secondary=prompt_angle(secondary, target_secondary),
+    )

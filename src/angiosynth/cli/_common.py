@@ -24,3 +24,8 @@ def progress(total: int, desc: str, unit: str) -> callable:
         yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
     return wrap
+
+
+def progress_bar(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+    """Wraps an iterable of `total` items in a tqdm progress bar."""
+    yield from tqdm(items, total=total, desc=desc, dynamic_ncols=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import phantom
+from angiosynth.cli import curate, phantom
 
 app = typer.Typer(
     name="angiosynth",
@@ -17,6 +17,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.command("phantom")(phantom.phantom)
+app.command("curate")(curate.curate_command)
 
 
 def _version(value: bool) -> None:

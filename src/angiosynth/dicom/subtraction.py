@@ -30,27 +30,35 @@ def log_subtract(frames: np.ndarray, mask_frames: tuple[int, ...]) -> np.ndarray
     return np.log(mask + 1.0) - np.log(native + 1.0)
 
 
+def shutter_mask(shape: tuple[int, int], shutter: tuple[int, int, int, int] | None) -> np.ndarray:
+    """(H, W) boolean mask of the pixels inside a 1-based (left, right, upper, lower) shutter."""
+    if shutter is None:
+        return np.ones(shape, dtype=bool)
+    left, right, upper, lower = shutter
+    inside = np.zeros(shape, dtype=bool)
+    inside[upper - 1 : lower, left - 1 : right] = True
+    return inside
+
+
 def dsa_display(
     dsa: np.ndarray,
     shutter: tuple[int, int, int, int] | None = None,
     percentile: float = 99.5,
 ) -> np.ndarray:
-    """Windows a DSA frame for display: vessels dark on a mid-grey background, values in [0, 1].
+    """Windows DSA for display: vessels dark on a mid-grey background, values in [0, 1].
 
     Args:
-        dsa: (H, W) DSA frame from `log_subtract`.
+        dsa: (H, W) DSA frame, or (F, H, W) frames of one series windowed together (one scale
+            for the whole series, so frames without contrast stay empty).
         shutter: optional 1-based (left, right, upper, lower) edges; outside is black.
-        percentile: the contrast that maps to black, as a percentile of the DSA values.
+        percentile: the contrast that maps to black, as a percentile of the DSA values inside
+            the shutter.
 
     Returns:
-        (H, W) float32 image in [0, 1], background at DISPLAY_BACKGROUND.
+        float32 image(s) in [0, 1] of the input's shape, background at DISPLAY_BACKGROUND.
     """
-    inside = np.ones(dsa.shape, dtype=bool)
-    if shutter is not None:
-        left, right, upper, lower = shutter
-        inside[:] = False
-        inside[upper - 1 : lower, left - 1 : right] = True
-    scale = float(np.percentile(dsa[inside], percentile)) if inside.any() else 0.0
-    scale = max(scale, 1e-3)
+    inside = shutter_mask(dsa.shape[-2:], shutter)
+    values = dsa[..., inside]
+    scale = max(float(np.percentile(values, percentile)) if values.size else 0.0, 1e-3)
     image = np.clip(DISPLAY_BACKGROUND * (1.0 - dsa / scale), 0.0, 1.0)
     return np.where(inside, image, 0.0).astype(np.float32)

@@ -24,6 +24,10 @@ class XASeries:
         frame_time_ms: Frame Time, or None when absent.
         primary_angle, secondary_angle: Positioner angles in degrees (None when absent).
         shutter: rectangular display shutter (left, right, upper, lower), or None.
+        intensity_relationship: Pixel Intensity Relationship (LIN, LOG, DISP or "").
+        intensity_sign: Pixel Intensity Relationship Sign (+1: higher = more exposure).
+        image_type: Image Type values, upper case.
+        monochrome1: whether low values are displayed white.
     """
 
     path: Path
@@ -33,6 +37,18 @@ class XASeries:
     primary_angle: float | None
     secondary_angle: float | None
     shutter: tuple[int, int, int, int] | None
+    intensity_relationship: str = ""
+    intensity_sign: int = 1
+    image_type: tuple[str, ...] = ()
+    monochrome1: bool = False
+
+    @property
+    def already_subtracted(self) -> bool:
+        """True when Image Type says the frames are a subtraction (taken as they are)."""
+        return any(token in value for value in self.image_type for token in _SUBTRACTED)
+
+
+_SUBTRACTED = ("SUBTRACT", "DSA")
 
 
 def read_xa(path: Path) -> XASeries:
@@ -55,6 +71,10 @@ def read_xa(path: Path) -> XASeries:
         primary_angle=_float(ds.get("PositionerPrimaryAngle")),
         secondary_angle=_float(ds.get("PositionerSecondaryAngle")),
         shutter=_shutter(ds),
+        intensity_relationship=str(ds.get("PixelIntensityRelationship", "") or "").upper(),
+        intensity_sign=int(ds.get("PixelIntensityRelationshipSign", 1) or 1),
+        image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or [])),
+        monochrome1=str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1",
     )
 
 

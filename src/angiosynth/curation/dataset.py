@@ -1,0 +1,94 @@
+"""The curated dataset on disk, and reading it.
+
+Layout of a dataset directory::
+
+    DATASET/
+      series.parquet     one row per series (kept or excluded, with the reason)
+      frames.parquet     one row per stored frame: frame_id = row of frames.zarr
+      frames.zarr        (N, size, size) uint16 DSA frames in [0, 65535], chunks of one frame
+      skipped.csv        files that could not be used, with the reason
+      arterial.parquet   frames selected as arterial phase (after `angiosynth phase select`)
+      report.md/.html    curation flow and Table 1
+      curation.json      settings of the run (size, seed, split fractions, rules)
+
+frames.zarr is appended to first and the Parquet tables are replaced atomically afterwards, so
+the tables are the commit record: rows of frames.zarr beyond the last frame_id in frames.parquet
+belong to an interrupted run and are overwritten when it resumes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from angiosynth.curation.frames import STORED_MAX
+
+SERIES_FILE = "series.parquet"
+FRAMES_FILE = "frames.parquet"
+ZARR_FILE = "frames.zarr"
+SKIPPED_FILE = "skipped.csv"
+ARTERIAL_FILE = "arterial.parquet"
+SETTINGS_FILE = "curation.json"
+
+
+class DatasetError(ValueError):
+    """A dataset directory is missing files or is inconsistent."""
+
+
+def write_table_atomic(table: pd.DataFrame, path: Path) -> None:
+    """Writes a Parquet or CSV table under a temporary name, then renames it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+class CuratedDataset:
+    """Read access to a curated dataset (frames streamed from disk, never all in memory).
+
+    Attributes:
+        root: the dataset directory.
+        series: one row per series.
+        frames: one row per stored frame, `frame_id` indexing the frame array.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for name in (SERIES_FILE, FRAMES_FILE, ZARR_FILE):
+            if not (self.root / name).exists():
+                raise DatasetError(f"{self.root}: not a curated dataset (missing {name})")
+        self.series = pd.read_parquet(self.root / SERIES_FILE)
+        self.frames = pd.read_parquet(self.root / FRAMES_FILE)
+        self._array = zarr.open_array(self.root / ZARR_FILE, mode="r")
+        if len(self.frames) and self.frames["frame_id"].max() >= self._array.shape[0]:
+            raise DatasetError(f"{self.root}: frames.parquet points past the end of frames.zarr")
+
+    @property
+    def image_size(self) -> int:
+        """Side length of the stored square frames."""
+        return int(self._array.shape[-1])
+
+    def read(self, frame_ids: np.ndarray | list[int]) -> np.ndarray:
+        """Returns frames as (n, size, size) float32 in [0, 1], in the order asked for."""
+        ids = np.asarray(frame_ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros((0, self.image_size, self.image_size), dtype=np.float32)
+        order = np.argsort(ids)
+        data = self._array.get_orthogonal_selection((ids[order], slice(None), slice(None)))
+        out = np.empty_like(data)
+        out[order] = data
+        return out.astype(np.float32) / STORED_MAX
+
+    def arterial(self) -> pd.DataFrame:
+        """The arterial-phase selection (raises DatasetError before `phase select`)."""
+        path = self.root / ARTERIAL_FILE
+        if not path.exists():
+            raise DatasetError(f"{self.root}: no {ARTERIAL_FILE}; run `angiosynth phase select`")
+        return pd.read_parquet(path)
