@@ -2,8 +2,9 @@
 
 Each rule is matched (case-insensitively) against Series Description, then Protocol Name, then
 Body Part Examined; the first text that any rule matches decides, by the first rule matching it.
-A series no rule matches is excluded as "unknown circulation", never guessed. Order matters: exclusions (external or common carotid, arch) come
-before the internal carotid, because "carotis externa" and "common carotid" also say "carotid".
+A series no rule matches is excluded as "unknown circulation", never guessed. Order matters:
+exclusions (external or common carotid, arch) come before the internal carotid, because
+"carotis externa" and "common carotid" also say "carotid".
 
 A site changes the rules with a YAML file (``--rules RULES.yaml``)::
 
