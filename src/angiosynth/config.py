@@ -70,7 +70,8 @@ def load_config(path: Path, model: type[Model], section: str | None = None) -> M
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read YAML ({err.__class__.__name__}: {err})") from err
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"{path}: cannot read YAML ({err.__class__.__name__}: {detail})") from err
     if section is not None and isinstance(data, dict):
         data = data.get(section) or {}
     if not isinstance(data, dict):

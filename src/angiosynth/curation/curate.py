@@ -106,7 +106,9 @@ def curate(
             else:
                 state.skip(path, result)
         state.redact_with(headers, key)
-        series = _group(headers)
+        series, duplicates = _group(headers)
+        for copy in duplicates:
+            state.skip(copy.path, "duplicate of another file (same SOP Instance UID)")
         summary.series = len(series)
         todo = [uid for uid in series if uid not in state.done]
         summary.resumed_series = summary.series - len(todo)
@@ -157,8 +159,11 @@ def _decode_or_error(job: tuple[list[Path], int]):
     files, size = job
     try:
         return decode_series(files, size)
-    except DicomReadError as err:
-        return _reason(err, files[0])
+    except (DicomReadError, ValueError) as err:
+        message = str(err)  # without file paths: they may contain patient names
+        for number, path in enumerate(files, start=1):
+            message = message.replace(f"{path}: ", f"instance {number}: " if len(files) > 1 else "")
+        return message
 
 
 def _reason(err: Exception, path: Path) -> str:
@@ -166,15 +171,29 @@ def _reason(err: Exception, path: Path) -> str:
     return str(err).removeprefix(f"{path}: ")
 
 
-def _group(headers: list[Header]) -> dict[str, list[Header]]:
-    """Headers by Series Instance UID, each series in Instance Number order."""
-    groups: dict[str, list[Header]] = defaultdict(list)
+def _group(headers: list[Header]) -> tuple[dict[str, list[Header]], list[Header]]:
+    """Headers by Series Instance UID, each series in Instance Number order.
+
+    Files repeating a SOP Instance UID (copies) are set aside: the largest file of each instance
+    is used, since a truncated copy is smaller than the original.
+
+    Returns:
+        The series, and the duplicate files that were set aside.
+    """
+    by_instance: dict[str, list[Header]] = defaultdict(list)
     for header in headers:
-        groups[header.series_uid].append(header)
-    return {
+        by_instance[header.sop_uid or str(header.path)].append(header)
+    groups: dict[str, list[Header]] = defaultdict(list)
+    duplicates = []
+    for copies in by_instance.values():
+        copies.sort(key=lambda h: (-h.path.stat().st_size, str(h.path)))
+        groups[copies[0].series_uid].append(copies[0])
+        duplicates.extend(copies[1:])
+    ordered = {
         uid: sorted(hs, key=lambda h: (h.instance_number, str(h.path)))
         for uid, hs in groups.items()
     }
+    return ordered, duplicates
 
 
 def _label_series(headers: list[Header], rules, key: bytes, options: CurateOptions) -> dict:
@@ -252,8 +271,10 @@ class _State:
         """Remembers patient IDs and names so they can be removed from file paths."""
         for h in headers:
             pseudonym = pseudonymise(h.patient_id, h.patient_name, key)
-            names = [h.patient_id, h.patient_name, *h.patient_name.split("^")]
-            for name in names:
+            for part in h.patient_name.split("^"):  # name parts may be shared: no pseudonym
+                if len(part.strip()) >= 3:
+                    self._identities.setdefault(part.strip(), "[redacted]")
+            for name in (h.patient_id, h.patient_name):
                 if len(name.strip()) >= 3:
                     self._identities[name.strip()] = pseudonym
 
@@ -379,6 +400,11 @@ def _check_settings(
         path.write_text(json.dumps(_settings(options, rules, archive), indent=2) + "\n")
         return
     previous = json.loads(path.read_text())
+    if previous.get("rules") != rules.model_dump()["rules"]:
+        raise ValueError(
+            f"{out}: was curated with other circulation rules; curate into a new dataset "
+            "directory to apply new rules"
+        )
     for name in ("size", "seed"):
         if previous.get(name) != getattr(options, name):
             raise ValueError(

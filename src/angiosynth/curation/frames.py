@@ -68,7 +68,7 @@ def _subtract_and_window(native: np.ndarray, first: XASeries):
         image = 1.0 - image if first.monochrome1 else image
         return np.where(inside, image, 0.0).astype(np.float32), (), "as_is"
     masks, source = first.mask_frames, "mask"
-    if not masks or max(masks) > len(native):
+    if not masks or min(masks) < 1 or max(masks) > len(native):
         masks, source = (1,), "first_frame"
     if first.intensity_relationship == "LOG":
         mask = native[[m - 1 for m in masks]].mean(axis=0)

@@ -82,6 +82,13 @@ def read_header(path: Path) -> Header:
     missing = [k for k in ("SeriesInstanceUID", "StudyInstanceUID") if not ds.get(k)]
     if missing:
         raise DicomReadError(f"{path}: missing {', '.join(missing)}")
+    try:
+        return _header(path, ds, sop_class)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise DicomReadError(f"{path}: malformed header value ({err})") from err
+
+
+def _header(path: Path, ds: pydicom.Dataset, sop_class: str) -> Header:
     return Header(
         path=Path(path),
         sop_class=sop_class,
