@@ -11,10 +11,14 @@ SEED ?= 0
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
 
-## The main job on the embedded default data: a phantom DSA archive and its preview.
+## The main job on the embedded default data: phantom archive -> curated dataset -> arterial frames.
 demo: setup
 	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --overwrite
-	@echo "demo: archive in $(DEMO_DIR)/archive, preview in $(DEMO_DIR)/archive/preview.png"
+	rm -rf $(DEMO_DIR)/dataset
+	$(BIN)/angiosynth curate $(DEMO_DIR)/archive/dicom --out $(DEMO_DIR)/dataset --seed $(SEED) --workers $(WORKERS)
+	$(BIN)/angiosynth phase train $(DEMO_DIR)/dataset --annotations $(DEMO_DIR)/archive/annotations.csv --out $(DEMO_DIR)/phase-model --seed $(SEED)
+	$(BIN)/angiosynth phase select $(DEMO_DIR)/dataset --model $(DEMO_DIR)/phase-model
+	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md"
 
 ## The whole test suite, slow tests included (what CI runs).
 test: setup
@@ -36,6 +40,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/phantom.py
+	$(BIN)/python benchmarks/curate.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -7,7 +7,13 @@ import pytest
 
 from angiosynth.config import PhantomConfig
 from angiosynth.dicom.subtraction import log_subtract
-from angiosynth.phantom.bolus import PHASES, Bolus, classify_phase, gamma_variate
+from angiosynth.phantom.bolus import (
+    EARLY_ARTERIAL_MAX,
+    PHASES,
+    Bolus,
+    classify_phase,
+    gamma_variate,
+)
 from angiosynth.phantom.simulate import PatientSimulation, RunResult, simulate_patient
 from angiosynth.phantom.vessels import SegmentClass
 
@@ -82,6 +88,7 @@ def test_bolus_reaches_distal_nodes_later() -> None:
     [
         ((1.0, 1.0, 0.9, 0.9, 0.9, True), "mask"),
         ((1.1, 1.0, 0.2, 0.0, 0.0, True), "early_arterial"),
+        ((1.2, 1.0, 0.3, 0.0, 0.0, True), "arterial"),
         ((1.5, 1.0, 0.8, 0.3, 0.1, True), "arterial"),
         ((2.5, 1.0, 0.4, 0.9, 0.2, False), "capillary"),
         ((4.0, 1.0, 0.1, 0.3, 0.8, False), "venous"),
@@ -125,7 +132,7 @@ def test_phases_follow_the_bolus(sim: PatientSimulation) -> None:
         if "venous" in phases:
             assert phases.index("arterial") < phases.index("venous")
         first_arterial = phases.index("arterial")
-        assert run.opacity[first_arterial, 0] >= 0.5
+        assert run.opacity[first_arterial, 0] >= EARLY_ARTERIAL_MAX
 
 
 def test_mask_frames_are_contrast_free(sim: PatientSimulation) -> None:

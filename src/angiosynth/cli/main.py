@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import curate, phantom
+from angiosynth.cli import curate, phantom, phase
 
 app = typer.Typer(
     name="angiosynth",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.command("phantom")(phantom.phantom)
 app.command("curate")(curate.curate_command)
+app.add_typer(phase.app, name="phase")
 
 
 def _version(value: bool) -> None:

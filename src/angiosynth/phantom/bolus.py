@@ -9,8 +9,11 @@ sinuses they drain into.
 Phase of a frame (the ground truth written beside the archive), from the mean opacification of
 the distal arteries (A), capillary bed (C) and veins (V), each in [0, 1]:
 - ``mask``: acquired before the injection reaches the vessels (contrast-free by construction);
-- ``early_arterial``: proximal arteries filling, A < 0.5 and rising;
-- ``arterial``: A >= 0.5 and A >= C and A >= V;
+- ``early_arterial``: proximal arteries filling while the distal ones are still nearly empty,
+  A < EARLY_ARTERIAL_MAX and rising;
+- ``arterial``: the arterial tree opacified out to its distal branches, A >= EARLY_ARTERIAL_MAX
+  and A >= C and A >= V (the distal arteries need not be at their peak: a reader calls a frame
+  arterial once the distal branches show, which is also what the frame looks like);
 - ``capillary``: C >= V otherwise;
 - ``venous``: the rest.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PHASES = ("mask", "early_arterial", "arterial", "capillary", "venous")
+#: Distal arterial opacification (share of its peak) that ends the early arterial phase.
+EARLY_ARTERIAL_MAX = 0.25
 
 
 def gamma_variate(t: np.ndarray, t0: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -101,9 +106,9 @@ def classify_phase(
     """Ground-truth phase of a frame from compartment opacities in [0, 1] (module docstring)."""
     if t <= t_inject:
         return "mask"
-    if arterial < 0.5 and rising and venous < 0.2:
+    if arterial < EARLY_ARTERIAL_MAX and rising and venous < 0.2:
         return "early_arterial"
-    if arterial >= 0.5 and arterial >= capillary and arterial >= venous:
+    if arterial >= EARLY_ARTERIAL_MAX and arterial >= capillary and arterial >= venous:
         return "arterial"
     if capillary >= venous:
         return "capillary"

@@ -1,0 +1,172 @@
+"""`angiosynth phase`: train the arterial-phase classifier and select arterial-phase frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from angiosynth.cli._common import fail, progress_bar
+from angiosynth.curation.dataset import DatasetError
+from angiosynth.data.phase import LabelRule, PhaseDataError
+from angiosynth.training.phase import (
+    PhaseModelError,
+    PhaseTrainOptions,
+    SelectOptions,
+    select_arterial,
+    train_phase_classifier,
+)
+
+app = typer.Typer(
+    help="Arterial-phase classifier (paper §2.2): train on annotated series, select frames.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+
+_ERRORS = (DatasetError, PhaseDataError, PhaseModelError, FileExistsError, FileNotFoundError,
+           ValueError)  # fmt: skip
+_DEFAULTS = PhaseTrainOptions()
+_RULE = LabelRule()
+_SELECT = SelectOptions()
+
+
+@app.command("train")
+def train_command(
+    dataset: Path = typer.Argument(..., help="Curated dataset directory (`angiosynth curate`)."),
+    annotations: Path = typer.Option(
+        ..., "--annotations", "-a", help="CSV with series_uid, frame_index (0-based) columns."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    epochs: int = typer.Option(_DEFAULTS.epochs, "--epochs", min=1, help="Training epochs."),
+    batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", min=1),
+    lr: float = typer.Option(_DEFAULTS.lr, "--lr", min=0, help="Peak learning rate (AdamW)."),
+    seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed of weights, order, holdout."),
+    workers: int = typer.Option(_DEFAULTS.workers, "--workers", "-j", min=0,
+                                help="DataLoader processes (0: read in the main process)."),
+    device: str = typer.Option(_DEFAULTS.device, "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(_DEFAULTS.precision, "--precision",
+                                  help="fp32, or bf16 autocast (faster on AMX CPUs and GPUs)."),
+    balance: str = typer.Option(_DEFAULTS.balance, "--balance",
+                                help="pos_weight (BCE weight) or sampler (balanced draws)."),
+    positive_window: float = typer.Option(_RULE.positive_window_s, "--positive-window", min=0,
+                                          help="Seconds around the annotated frame that are "
+                                          "positive too (0: the annotated frame only)."),
+    negative_gap: float = typer.Option(_RULE.negative_gap_s, "--negative-gap", min=0,
+                                       help="Frames this many seconds or more from the "
+                                       "annotated frame are negative."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model in OUT."),
+) -> None:  # fmt: skip
+    """Train the arterial-phase classifier (ResNet-18 from scratch, 1 x 128 x 128 in [0, 1]).
+
+    **Labels** (frames matched to annotations by series_uid and frame_index): the annotated
+    frame is positive; mask frames and frames at least `--negative-gap` seconds (1.5) from it
+    are negative; frames in between are not used. `--positive-window` S > 0 also makes
+    non-mask frames within S seconds of the annotated frame positive.
+
+    **Balance**: one positive per series; BCE's pos_weight = negatives / positives by default.
+
+    **Holdout**: patient-disjoint; the dataset's val + test patients when they hold at least
+    5 annotated series (and train does too), else 20 % of annotated patients drawn with
+    `--seed`. Precision, recall, accuracy (threshold 0.5) and ROC AUC are reported.
+
+    Writes OUT/model.safetensors, config.json, metrics.json, log.jsonl, labels.parquet.
+    The same seed and `--workers` give the same weights on the same machine.
+    """
+    try:
+        rule = LabelRule(positive_window_s=positive_window, negative_gap_s=negative_gap)
+        options = PhaseTrainOptions(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
+            device=device, precision=precision, balance=balance, rule=rule,
+        )  # fmt: skip
+        result = train_phase_classifier(
+            dataset, annotations, out, options, progress_bar, _print_epoch, overwrite
+        )
+    except _ERRORS as err:
+        fail(str(err))
+    labels, split = result.labels, result.holdout
+    typer.echo(
+        f"labels: {labels.positives} positive, {labels.negatives} negative, {labels.ambiguous} "
+        f"unused frames of {labels.annotated_series} annotated series "
+        f"({labels.unmatched_series} annotations without a matching frame)"
+    )
+    typer.echo(
+        f"holdout ({split['source']}): {split['holdout']['patients']} patients, "
+        f"{split['holdout']['series']} series; train: {split['train']['patients']} patients, "
+        f"{split['train']['series']} series"
+    )
+    typer.echo(f"holdout at 0.5: {_scores(result.metrics['holdout'])}")
+    typer.echo(f"model: {out} ({result.seconds:.0f} s)")
+
+
+@app.command("select")
+def select_command(
+    dataset: Path = typer.Argument(..., help="Curated dataset directory."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory (`phase train`)."),
+    per_series: int = typer.Option(None, "--per-series", "-k", min=1,
+                                   help="Keep the K most probable frames of each series."),
+    threshold: float = typer.Option(None, "--threshold", "-t", min=0, max=1,
+                                    help="Keep frames with probability >= P [default: 0.5]."),
+    batch_size: int = typer.Option(_SELECT.batch_size, "--batch-size", min=1),
+    workers: int = typer.Option(_SELECT.workers, "--workers", "-j", min=0),
+    device: str = typer.Option(_SELECT.device, "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(_SELECT.precision, "--precision", help="fp32 or bf16."),
+    truth: Path = typer.Option(None, "--truth", dir_okay=False,
+                               help="Phantom ground_truth.parquet [default: beside the curated "
+                               "archive, from DATASET/curation.json, when present]."),
+) -> None:  # fmt: skip
+    """Select arterial-phase frames of every kept (anterior/posterior) series.
+
+    Scores all stored frames of the kept series and keeps, per series, the frames with
+    probability >= 0.5 (default), or >= `--threshold` P, or the `--per-series` K most probable
+    ones (the paper's wording; a fixed K cannot follow series whose arterial phase spans more
+    or fewer frames). Writes DATASET/arterial.parquet (frame_id, series_uid, patient_id, split,
+    circulation, plane, primary_angle, secondary_angle, view, probability, prompt),
+    DATASET/phase_scores.parquet (every frame's probability) and DATASET/phase_metrics.json,
+    and redraws the report (Table 1 over the selected frames). With the phantom's ground truth,
+    precision / recall / accuracy of the selection against its arterial phase are reported.
+    """
+    if per_series is not None and threshold is not None:
+        fail("--per-series and --threshold exclude each other; give one")
+    try:
+        options = SelectOptions(
+            per_series=per_series,
+            threshold=_SELECT.threshold if threshold is None else threshold,
+            batch_size=batch_size, workers=workers, device=device, precision=precision,
+            truth=truth,
+        )  # fmt: skip
+        result = select_arterial(dataset, model, options, progress_bar)
+    except _ERRORS as err:
+        fail(str(err))
+    typer.echo(
+        f"selected {result.selected} of {result.frames} frames in {result.series} series "
+        f"({options.describe()}) -> {dataset / 'arterial.parquet'}"
+    )
+    if result.without_prompt:
+        typer.echo(f"  {result.without_prompt} selected frames have no prompt (plane not A/B)")
+    truth_metrics = result.metrics.get("ground_truth")
+    if truth_metrics:
+        typer.echo(f"vs ground truth, selection: {_scores(truth_metrics['selection'])}")
+        unseen = truth_metrics.get("selection_unseen_series")
+        if unseen:
+            typer.echo(f"  series not used in training: {_scores(unseen)}")
+        typer.echo(f"  classifier at 0.5: {_scores(truth_metrics['classifier_at_0.5'])}")
+    if "holdout" in result.metrics:
+        typer.echo(f"model holdout at 0.5: {_scores(result.metrics['holdout'])}")
+    typer.echo(f"report: {dataset / 'report.md'}")
+
+
+def _print_epoch(record: dict) -> None:
+    typer.echo(f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+               f"holdout {_scores(record['holdout'])} ({record['seconds']:.0f} s)")  # fmt: skip
+
+
+def _scores(metrics: dict) -> str:
+    names = {"precision": "precision", "recall": "recall", "accuracy": "accuracy",
+             "roc_auc": "AUC"}  # fmt: skip
+    parts = []
+    for key, name in names.items():
+        if key in metrics:
+            value = metrics[key]
+            parts.append(f"{name} {'n/a' if value is None else f'{value:.3f}'}")
+    return ", ".join(parts)

@@ -1,0 +1,1 @@
+"""Torch datasets over a curated dataset, transforms and prompts."""

@@ -1,0 +1,334 @@
+"""Labelled frames for the arterial-phase classifier (paper §2.2, §4.2).
+
+Annotations name, for some series, the single representative arterial-phase frame an expert
+picked (a CSV with columns ``series_uid`` and ``frame_index``, the 0-based position of the frame
+in its series; the phantom writes one as ``annotations.csv``). They are matched to the stored
+frames of a curated dataset by (series_uid, frame_index), and every frame of an annotated series
+gets a label by this rule, applied in order:
+
+1. the annotated frame is **positive**;
+2. mask frames (``is_mask``: acquired before the contrast arrives) are **negative**;
+3. frames within ``positive_window_s`` seconds of the annotated frame are **positive**
+   (default 0.5 s; 0 gives the paper's rule, only the annotated frame). With one positive per
+   series the paper's rule left too few positives on a 12-patient phantom (holdout recall 0 after
+   6 epochs); the neighbours of the representative frame are arterial too;
+4. frames at least ``negative_gap_s`` seconds (default 1.5 s) away from the annotated frame are
+   **negative**;
+5. everything in between is **ambiguous** and not used for training or evaluation.
+
+Time is the frame's ``time_s`` in frames.parquet. Frames of series without annotations are not
+labelled. A series with several annotated frames measures distances to the nearest of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from angiosynth.curation.dataset import CuratedDataset
+
+#: Side of the classifier's square input frames (paper §4.2: 128 x 128 in [0, 1]).
+INPUT_SIZE = 128
+#: Label values in the `label` column of `label_frames`.
+POSITIVE, NEGATIVE, AMBIGUOUS = 1, 0, -1
+ANNOTATION_COLUMNS = ("series_uid", "frame_index")
+_FRAME_COLUMNS = ("frame_id", "series_uid", "patient_id", "split", "frame_index", "time_s",
+                  "is_mask")  # fmt: skip
+
+
+class PhaseDataError(ValueError):
+    """Annotations or labelled frames that cannot be used (one-line message naming the file)."""
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Time windows of the label rule (module docstring).
+
+    Attributes:
+        positive_window_s: frames this close to an annotated frame are positive too (0 = only
+            the annotated frame, the paper's rule).
+        negative_gap_s: frames at least this far from every annotated frame are negative.
+    """
+
+    positive_window_s: float = 0.5
+    negative_gap_s: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.positive_window_s < 0:
+            raise ValueError(f"positive window must be >= 0 s, got {self.positive_window_s}")
+        if self.negative_gap_s <= self.positive_window_s:
+            raise ValueError(
+                f"negative gap ({self.negative_gap_s} s) must exceed the positive window "
+                f"({self.positive_window_s} s)"
+            )
+
+    def describe(self) -> str:
+        """The rule in one sentence (written into a model's config.json)."""
+        positive = "the annotated frame"
+        if self.positive_window_s > 0:
+            positive += f" and non-mask frames within {self.positive_window_s:g} s of it"
+        return (
+            f"positive: {positive}; negative: mask frames and frames at least "
+            f"{self.negative_gap_s:g} s from the annotated frame; other frames unused"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "description": self.describe()}
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """How the annotations matched the dataset."""
+
+    annotations: int
+    matched_annotations: int
+    annotated_series: int
+    unmatched_series: int
+    untimed_series: int
+    positives: int
+    negatives: int
+    ambiguous: int
+
+
+def read_annotations(path: Path) -> pd.DataFrame:
+    """Reads an annotations CSV: (series_uid: str, frame_index: int) rows.
+
+    Raises:
+        PhaseDataError: the file is missing or unreadable, lacks a column, or has bad indices.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PhaseDataError(f"{path}: annotations file not found")
+    try:
+        table = pd.read_csv(path, dtype={"series_uid": str})
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise PhaseDataError(f"{path}: cannot read CSV ({err})") from err
+    for column in ANNOTATION_COLUMNS:
+        if column not in table.columns:
+            raise PhaseDataError(f"{path}: missing column {column!r}")
+    index = pd.to_numeric(table["frame_index"], errors="coerce")
+    if index.isna().any() or (index < 0).any() or (index % 1 != 0).any():
+        raise PhaseDataError(f"{path}: frame_index must hold non-negative integers")
+    return pd.DataFrame(
+        {"series_uid": table["series_uid"].astype(str), "frame_index": index.astype(np.int64)}
+    ).drop_duplicates()
+
+
+def label_frames(
+    frames: pd.DataFrame, annotations: pd.DataFrame, rule: LabelRule | None = None
+) -> tuple[pd.DataFrame, LabelSummary]:
+    """Labels the frames of annotated series by the module's rule.
+
+    Args:
+        frames: frames.parquet rows (frame_id, series_uid, patient_id, split, frame_index,
+            time_s, is_mask at least).
+        annotations: (series_uid, frame_index) rows, as from `read_annotations`.
+        rule: time windows (default: the paper's rule, negatives >= 1.5 s away).
+
+    Returns:
+        The frames of annotated series (all their columns) plus `dt_s` (seconds to the nearest
+        annotated frame) and `label` (POSITIVE, NEGATIVE or AMBIGUOUS), and the match summary.
+        Series whose frames all share one time stamp (no frame timing) are left out.
+    """
+    rule = rule or LabelRule()
+    missing = [c for c in _FRAME_COLUMNS if c not in frames.columns]
+    if missing:
+        raise PhaseDataError(f"frames table: missing column {missing[0]!r}")
+    keys = ["series_uid", "frame_index"]
+    marked = annotations[keys].merge(frames[[*keys, "time_s"]], on=keys, how="inner")
+    annotated = frames[frames["series_uid"].isin(marked["series_uid"])]
+    spread = annotated.groupby("series_uid")["time_s"].agg(lambda t: t.max() - t.min())
+    untimed = set(spread.index[spread <= 0])
+    annotated = annotated[~annotated["series_uid"].isin(untimed)]
+    labelled = annotated.assign(dt_s=_seconds_to_nearest(annotated, marked))
+    labelled["label"] = _labels(labelled, marked, rule).astype(np.int8)
+    counts = labelled["label"].value_counts()
+    summary = LabelSummary(
+        annotations=len(annotations),
+        matched_annotations=int(marked["series_uid"].isin(labelled["series_uid"]).sum()),
+        annotated_series=int(labelled["series_uid"].nunique()),
+        unmatched_series=int((~annotations["series_uid"].isin(marked["series_uid"])).sum()),
+        untimed_series=len(untimed),
+        positives=int(counts.get(POSITIVE, 0)),
+        negatives=int(counts.get(NEGATIVE, 0)),
+        ambiguous=int(counts.get(AMBIGUOUS, 0)),
+    )
+    return labelled.reset_index(drop=True), summary
+
+
+def _seconds_to_nearest(frames: pd.DataFrame, marked: pd.DataFrame) -> np.ndarray:
+    """(N,) seconds from each frame to the nearest annotated frame of its series."""
+    rows = frames[["series_uid", "time_s"]].assign(_row=np.arange(len(frames)))
+    pairs = rows.merge(marked[["series_uid", "time_s"]], on="series_uid", suffixes=("", "_at"))
+    pairs["dt"] = (pairs["time_s"] - pairs["time_s_at"]).abs()
+    nearest = pairs.groupby("_row")["dt"].min()
+    return nearest.reindex(np.arange(len(frames))).to_numpy(dtype=np.float64)
+
+
+def _labels(labelled: pd.DataFrame, marked: pd.DataFrame, rule: LabelRule) -> np.ndarray:
+    """The rule of the module docstring, first match wins (the order of `np.select`)."""
+    marked_keys = set(zip(marked["series_uid"], marked["frame_index"], strict=True))
+    keys = zip(labelled["series_uid"], labelled["frame_index"], strict=True)
+    is_marked = np.fromiter((key in marked_keys for key in keys), bool, len(labelled))
+    dt, is_mask = labelled["dt_s"].to_numpy(), labelled["is_mask"].to_numpy(dtype=bool)
+    eps = 1e-6  # time stamps are sums of frame times: compare windows with a little slack
+    conditions = [
+        is_marked,
+        is_mask,
+        dt <= rule.positive_window_s + eps,
+        dt >= rule.negative_gap_s - eps,
+    ]
+    return np.select(conditions, [POSITIVE, NEGATIVE, POSITIVE, NEGATIVE], AMBIGUOUS)
+
+
+def holdout_split(
+    labelled: pd.DataFrame, seed: int, share: float = 0.2, min_series: int = 5
+) -> tuple[np.ndarray, dict]:
+    """Patient-disjoint training / holdout split of labelled frames.
+
+    The dataset's own split is used when it leaves enough annotated series on both sides:
+    train patients train, val and test patients are the holdout. Otherwise annotated patients
+    are shuffled with `seed` and `share` of them (at least one, never all) form the holdout.
+
+    Args:
+        labelled: frames with patient_id, series_uid and split columns.
+        seed: seed of the fallback split.
+        share: holdout share of annotated patients in the fallback split.
+        min_series: annotated series each side needs for the dataset split to be used.
+
+    Returns:
+        A boolean array (True = holdout) aligned with `labelled`, and a description.
+    """
+    per_series = labelled.drop_duplicates("series_uid")
+    in_holdout = per_series["split"].isin(["val", "test"])
+    if min(int(in_holdout.sum()), int((~in_holdout).sum())) >= min_series:
+        holdout = labelled["split"].isin(["val", "test"]).to_numpy()
+        return holdout, _describe_holdout("dataset split (val + test patients)", labelled, holdout)
+    patients = np.array(sorted(per_series["patient_id"].unique()))
+    if len(patients) < 2:
+        raise PhaseDataError(
+            "annotations: a patient-disjoint holdout needs annotated series of at least 2 patients"
+        )
+    rng = np.random.default_rng(seed)
+    n_holdout = min(max(1, round(share * len(patients))), len(patients) - 1)
+    chosen = rng.permutation(patients)[:n_holdout]
+    holdout = labelled["patient_id"].isin(chosen).to_numpy()
+    source = f"seeded patient split ({share:.0%} of annotated patients, seed {seed})"
+    return holdout, _describe_holdout(source, labelled, holdout)
+
+
+def _describe_holdout(source: str, labelled: pd.DataFrame, holdout: np.ndarray) -> dict:
+    def side(rows: pd.DataFrame) -> dict:
+        return {
+            "patients": int(rows["patient_id"].nunique()),
+            "series": int(rows["series_uid"].nunique()),
+            "positives": int((rows["label"] == POSITIVE).sum()),
+            "negatives": int((rows["label"] == NEGATIVE).sum()),
+        }
+
+    used = labelled["label"].to_numpy() != AMBIGUOUS
+    return {
+        "source": source,
+        "train": side(labelled[~holdout & used]),
+        "holdout": side(labelled[holdout & used]),
+    }
+
+
+def resize_frames(frames: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Resizes (N, 1, S, S) frames to (N, 1, size, size): area averaging when shrinking,
+    bilinear when enlarging, unchanged when S == size."""
+    if frames.shape[-1] == size and frames.shape[-2] == size:
+        return frames
+    if frames.shape[-1] > size:
+        return F.interpolate(frames, size=(size, size), mode="area")
+    return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class IntensityJitter:
+    """Random gain, offset and gamma of a (..., H, W) image in [0, 1]: x -> clip(g x^γ + b).
+
+    Draws from torch's global generator (seeded per DataLoader worker), so runs repeat.
+
+    Args:
+        gain: g is uniform in [1 - gain, 1 + gain].
+        offset: b is uniform in [-offset, offset].
+        gamma: γ is log-uniform in [1 / gamma, gamma].
+    """
+
+    def __init__(self, gain: float = 0.15, offset: float = 0.05, gamma: float = 1.25) -> None:
+        self.gain, self.offset, self.gamma = gain, offset, gamma
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(3)
+        g = 1 + self.gain * (2 * u[0] - 1)
+        b = self.offset * (2 * u[1] - 1)
+        log_gamma = np.log(self.gamma) * (2 * u[2] - 1)
+        return (g * image.clamp(0, 1) ** torch.exp(log_gamma) + b).clamp(0, 1)
+
+    def __repr__(self) -> str:
+        return f"IntensityJitter(gain={self.gain}, offset={self.offset}, gamma={self.gamma})"
+
+
+def train_transform(size: int = INPUT_SIZE, min_scale: float = 0.8) -> v2.Compose:
+    """Augmentation of (1, size, size) training frames (paper §4.2): random crop (80-100 % of
+    the area, resized back to `size`), horizontal flip, intensity jitter."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            IntensityJitter(),
+        ]
+    )
+
+
+class PhaseFrames(Dataset):
+    """Frames of a curated dataset as classifier inputs, read from disk on demand.
+
+    Items are (image, label): image (1, size, size) float32 in [0, 1], label a float32 scalar
+    (0 when no labels are given). Implements `__getitems__`, so a DataLoader reads each batch
+    with one call to `CuratedDataset.read`.
+
+    Args:
+        dataset: the curated dataset.
+        frame_ids: (N,) frame ids to serve, in order.
+        labels: (N,) 0/1 labels, or None.
+        transform: applied to each (1, size, size) image after resizing (training only).
+        size: side of the images served.
+    """
+
+    def __init__(
+        self,
+        dataset: CuratedDataset,
+        frame_ids: np.ndarray,
+        labels: np.ndarray | None = None,
+        transform=None,
+        size: int = INPUT_SIZE,
+    ) -> None:
+        self.dataset = dataset
+        self.frame_ids = np.asarray(frame_ids, dtype=np.int64)
+        n = len(self.frame_ids)
+        self.labels = np.zeros(n, np.float32) if labels is None else np.asarray(labels, np.float32)
+        if len(self.labels) != n:
+            raise ValueError(f"{len(self.labels)} labels for {n} frames")
+        self.transform, self.size = transform, size
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ids = self.frame_ids[np.asarray(indices, dtype=np.int64)]
+        images = resize_frames(torch.from_numpy(self.dataset.read(ids))[:, None], self.size)
+        if self.transform is not None:
+            images = [self.transform(image) for image in images]
+        labels = torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        return list(zip(images, labels, strict=True))

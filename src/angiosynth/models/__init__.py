@@ -1,0 +1,1 @@
+"""Neural networks (nn.Modules only): autoencoder, text encoder, UNet factory, classifiers."""

@@ -1,0 +1,1 @@
+"""Training loops: the arterial-phase classifier, the autoencoder, the latent diffusion model."""

@@ -1,0 +1,726 @@
+"""Training and applying the arterial-phase classifier (paper §2.2, §4.2).
+
+Training (`train_phase_classifier`): frames of annotated series are labelled by the rule in
+`angiosynth.data.phase` (the annotated frame positive; mask frames and frames >= 1.5 s away
+negative; the rest unused), split patient-disjointly into training and holdout, and a ResNet-18
+(`models.classifiers.phase_classifier`) is trained from scratch with BCE on 128 x 128 inputs,
+augmented by random crops, horizontal flips and intensity jitter. Positives (one per series) are
+balanced against negatives with BCE's `pos_weight` = negatives / positives by default. A model
+directory holds::
+
+    MODEL/
+      model.safetensors   weights (safetensors; never pickled)
+      config.json         architecture, input, training settings, label rule, holdout, dataset
+      metrics.json        holdout metrics at threshold 0.5, train loss per epoch, label counts
+      log.jsonl           one line per epoch: train loss and holdout metrics
+      labels.parquet      the labelled frames and their role (train / holdout)
+
+Selection (`select_arterial`): every stored frame of the kept series is scored and, per series,
+the frames with probability >= a threshold (or the K most probable) are kept in
+DATASET/arterial.parquet with their prompt; all scores go to DATASET/phase_scores.parquet. With
+the phantom's ground truth at hand, precision / recall / accuracy against `is_arterial` go to
+DATASET/phase_metrics.json, and the curation report is redrawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from angiosynth import __version__
+from angiosynth.conditions import prompt_for
+from angiosynth.curation import report
+from angiosynth.curation.dataset import (
+    ARTERIAL_FILE,
+    SETTINGS_FILE,
+    CuratedDataset,
+    DatasetError,
+    write_table_atomic,
+)
+from angiosynth.data.phase import (
+    AMBIGUOUS,
+    INPUT_SIZE,
+    POSITIVE,
+    LabelRule,
+    LabelSummary,
+    PhaseDataError,
+    PhaseFrames,
+    holdout_split,
+    label_frames,
+    read_annotations,
+    train_transform,
+)
+from angiosynth.models.classifiers import PHASE_ARCHITECTURE, phase_classifier
+
+Progress = Callable[[Iterable, int, str], Iterator]
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.jsonl"
+LABELS_FILE = "labels.parquet"
+PHASE_SCORES_FILE = "phase_scores.parquet"
+PHASE_METRICS_FILE = report.PHASE_METRICS_FILE
+KEPT_CIRCULATIONS = ("anterior", "posterior")
+ARTERIAL_COLUMNS = [
+    "frame_id", "series_uid", "patient_id", "split", "circulation", "plane", "primary_angle",
+    "secondary_angle", "view", "probability", "prompt",
+]  # fmt: skip
+
+
+class PhaseModelError(ValueError):
+    """A model directory that is missing files or does not hold a phase classifier."""
+
+
+@dataclass(frozen=True)
+class PhaseTrainOptions:
+    """Settings of a classifier training run (defaults: the CLI's).
+
+    Attributes:
+        epochs: passes over the training frames.
+        batch_size: frames per optimiser step.
+        lr: peak learning rate of AdamW's one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        seed: seeds weights, shuffling, augmentation and the fallback holdout split.
+        workers: DataLoader worker processes (0 = read in the training process).
+        device: "auto" (CUDA when available), "cpu" or "cuda[:k]".
+        precision: "fp32", or "bf16" autocast (fast on CPUs with AMX and on recent GPUs).
+        balance: "pos_weight" (BCE weight negatives/positives on positives) or "sampler"
+            (positives and negatives drawn equally often, with replacement).
+        rule: the label rule.
+        holdout_share: share of annotated patients held out when the dataset split is too small.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    balance: str = "pos_weight"
+    rule: LabelRule = field(default_factory=LabelRule)
+    holdout_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch size must be >= 1 and the learning rate > 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.balance not in ("pos_weight", "sampler"):
+            raise ValueError(f"balance must be pos_weight or sampler, got {self.balance!r}")
+
+
+@dataclass(frozen=True)
+class PhaseTrainResult:
+    """What a training run wrote and measured."""
+
+    out: Path
+    labels: LabelSummary
+    holdout: dict
+    metrics: dict
+    seconds: float
+
+
+def train_phase_classifier(
+    dataset_root: Path,
+    annotations: Path,
+    out: Path,
+    options: PhaseTrainOptions | None = None,
+    progress: Progress | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
+) -> PhaseTrainResult:
+    """Trains the arterial-phase classifier and writes the model directory `out`.
+
+    Args:
+        dataset_root: curated dataset directory.
+        annotations: CSV of (series_uid, frame_index) representative arterial frames.
+        out: model directory (created; an existing model is replaced only with `overwrite`).
+        options: training settings.
+        progress: wraps the batches of each epoch (e.g. a progress bar).
+        on_epoch: called with each epoch's log record.
+        overwrite: replace a model already in `out`.
+
+    Raises:
+        DatasetError, PhaseDataError: unusable dataset or annotations.
+        FileExistsError: `out` holds a model and `overwrite` is false.
+    """
+    options = options or PhaseTrainOptions()
+    out = Path(out)
+    if (out / MODEL_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{out}: holds a model already; use --overwrite to replace it")
+    dataset = CuratedDataset(dataset_root)
+    used, summary, split = _labelled_frames(dataset, Path(annotations), options)
+    holdout = used["role"].to_numpy() == "holdout"
+    device = resolve_device(options.device)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with deterministic_algorithms():
+        torch.manual_seed(options.seed)
+        model = phase_classifier().to(device, memory_format=torch.channels_last)
+        generator = torch.Generator().manual_seed(options.seed)
+        loader = _train_loader(dataset, used[~holdout], options, generator)
+        holdout_frames = PhaseFrames(dataset, used["frame_id"][holdout], used["label"][holdout])
+        fit = _Fit(model, loader, holdout_frames, options, device, pos_weight(used[~holdout]))
+        history = fit.run(out, progress, on_epoch)
+    seconds = time.monotonic() - start
+    config = _train_config(dataset.root, Path(annotations), options, device, summary, split)
+    config["training"]["pos_weight"] = fit.pos_weight
+    metrics = _train_metrics(history, summary, split, seconds)
+    save_phase_model(model, out, config)
+    write_json_atomic(out / METRICS_FILE, metrics)
+    write_table_atomic(used, out / LABELS_FILE)
+    return PhaseTrainResult(out, summary, split, metrics, seconds)
+
+
+def _labelled_frames(
+    dataset: CuratedDataset, annotations: Path, options: PhaseTrainOptions
+) -> tuple[pd.DataFrame, LabelSummary, dict]:
+    """Labelled (non-ambiguous) frames with a `role` column (train / holdout)."""
+    kept = dataset.frames[dataset.frames["circulation"].isin(KEPT_CIRCULATIONS)]
+    labelled, summary = label_frames(kept, read_annotations(annotations), options.rule)
+    if summary.positives == 0:
+        raise PhaseDataError(
+            f"{annotations}: no annotation matches a stored frame of {dataset.root} "
+            "(by series_uid and frame_index)"
+        )
+    if summary.negatives == 0:
+        raise PhaseDataError(f"{annotations}: the label rule leaves no negative frames")
+    columns = ["frame_id", "series_uid", "patient_id", "split", "frame_index", "time_s",
+               "is_mask", "dt_s", "label"]  # fmt: skip
+    used = labelled.loc[labelled["label"] != AMBIGUOUS, columns].reset_index(drop=True)
+    holdout, split = holdout_split(used, options.seed, options.holdout_share)
+    for side in ("train", "holdout"):
+        if split[side]["positives"] == 0 or split[side]["negatives"] == 0:
+            raise PhaseDataError(
+                f"{annotations}: the {side} patients have no positive or no negative frames"
+            )
+    return used.assign(role=np.where(holdout, "holdout", "train")), summary, split
+
+
+def pos_weight(rows: pd.DataFrame) -> float:
+    """Negatives per positive among labelled rows (BCE's `pos_weight`)."""
+    positives = int((rows["label"] == POSITIVE).sum())
+    return float((len(rows) - positives) / max(positives, 1))
+
+
+def _train_loader(
+    dataset: CuratedDataset, rows: pd.DataFrame, options: PhaseTrainOptions, generator
+) -> DataLoader:
+    """Shuffled, augmented training batches of (B, 1, 128, 128) frames and (B,) labels."""
+    labels = rows["label"].to_numpy(dtype=np.float32)
+    frames = PhaseFrames(dataset, rows["frame_id"].to_numpy(), labels, train_transform())
+    sampler = None
+    if options.balance == "sampler":
+        share = np.where(labels == 1, 0.5 / max(labels.sum(), 1), 0.5 / max((1 - labels).sum(), 1))
+        sampler = WeightedRandomSampler(share.tolist(), len(labels), True, generator=generator)
+    return DataLoader(
+        frames,
+        batch_size=options.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=options.workers,
+        persistent_workers=options.workers > 0,
+        drop_last=len(frames) > options.batch_size,
+    )
+
+
+class _Fit:
+    """The optimisation loop: AdamW, one-cycle learning rate, BCE with logits."""
+
+    def __init__(self, model, loader, holdout, options, device, weight: float) -> None:
+        self.model, self.loader, self.holdout = model, loader, holdout
+        self.options, self.device = options, device
+        self.pos_weight = weight if options.balance == "pos_weight" else 1.0
+        self.loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(self.pos_weight, device=device))
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
+        # OneCycleLR divides by the length of its warm-up: give very short runs at least 10 steps.
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=options.lr, total_steps=max(options.epochs * len(loader), 10),
+            pct_start=0.2,
+        )  # fmt: skip
+
+    def run(self, out: Path, progress: Progress | None, on_epoch) -> list[dict]:
+        """Trains all epochs; after each, evaluates the holdout and rewrites MODEL/log.jsonl."""
+        wrap = progress or (lambda items, total, desc: iter(items))
+        history: list[dict] = []
+        epochs = self.options.epochs
+        for epoch in range(1, epochs + 1):
+            start = time.monotonic()
+            batches = wrap(self.loader, len(self.loader), f"epoch {epoch}/{epochs}")
+            loss = self._epoch(batches)
+            labels = self.holdout.labels
+            probability = predict(self.model, self.holdout, self.device, self.options)
+            record = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "seconds": round(time.monotonic() - start, 2),
+                "holdout": binary_metrics(probability, labels),
+            }
+            history.append(record)
+            write_jsonl_atomic(out / LOG_FILE, history)
+            if on_epoch is not None:
+                on_epoch(record)
+        return history
+
+    def _epoch(self, batches: Iterable) -> float:
+        """One pass over the training batches; returns the mean loss."""
+        self.model.train()
+        total, count = 0.0, 0
+        for images, labels in batches:
+            images = images.to(self.device, memory_format=torch.channels_last)
+            labels = labels.to(self.device)
+            with _autocast(self.device, self.options.precision):
+                logits = self.model(images)[:, 0]
+            loss = self.loss(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            total += loss.detach().item() * len(labels)
+            count += len(labels)
+        return total / max(count, 1)
+
+
+def predict(
+    model: nn.Module,
+    frames: PhaseFrames,
+    device: torch.device,
+    options=None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Arterial probabilities (N,) float64 of the (N, 1, 128, 128) frames served by `frames`.
+
+    Args:
+        model: the classifier (set to eval mode here).
+        frames: the frames, in order.
+        device: where the model lives.
+        options: anything with `batch_size`, `workers` and `precision` attributes.
+        progress: wraps the batches (e.g. a progress bar).
+    """
+    batch_size = getattr(options, "batch_size", 64)
+    workers = getattr(options, "workers", 0)
+    precision = getattr(options, "precision", "fp32")
+    loader = DataLoader(frames, batch_size=batch_size, shuffle=False, num_workers=workers)
+    batches = progress(loader, len(loader), "score") if progress else loader
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for images, _ in batches:
+            images = images.to(device, memory_format=torch.channels_last)
+            with _autocast(device, precision):
+                logits = model(images)[:, 0]
+            out.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def binary_metrics(probability: np.ndarray, label: np.ndarray, threshold: float = 0.5) -> dict:
+    """Precision, recall, accuracy at `threshold` and ROC AUC of (N,) probabilities.
+
+    Precision is None when nothing is predicted positive, recall when there are no positives,
+    ROC AUC when only one class is present.
+    """
+    label = np.asarray(label).astype(bool)
+    predicted = np.asarray(probability) >= threshold
+    tp = int((predicted & label).sum())
+    fp = int((predicted & ~label).sum())
+    fn = int((~predicted & label).sum())
+    tn = int((~predicted & ~label).sum())
+    return {
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "accuracy": (tp + tn) / len(label) if len(label) else None,
+        "roc_auc": roc_auc(probability, label),
+        "threshold": threshold,
+        "n": len(label),
+        "positives": tp + fn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None when only
+    one class is present."""
+    label = np.asarray(label).astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = pd.Series(np.asarray(score, dtype=np.float64)).rank(method="average").to_numpy()
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device named: `auto` is CUDA when available, else CPU; `cuda` must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name}: unknown device") from err
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic kernels inside the block (bit-identical reruns on CPU; on CUDA a warning
+    names any op without a deterministic kernel), restoring the previous settings after."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def _train_config(dataset_root, annotations, options, device, summary, split) -> dict:
+    training = {k: v for k, v in asdict(options).items() if k not in ("rule", "device")}
+    training.update(
+        device=str(device),
+        optimizer="AdamW",
+        schedule="one-cycle (20 % warm-up, cosine decay)",
+        loss="binary cross-entropy with logits",
+        augmentation=repr(train_transform()),
+        deterministic=True,
+        torch_version=torch.__version__,
+    )
+    return {
+        "angiosynth_version": __version__,
+        "task": "arterial-phase frame classification (paper §2.2, §4.2)",
+        "architecture": PHASE_ARCHITECTURE,
+        "input": {
+            "shape": [1, INPUT_SIZE, INPUT_SIZE],
+            "range": [0.0, 1.0],
+            "resize": "area averaging when shrinking, bilinear when enlarging",
+            "memory_format": "channels_last",
+        },
+        "output": "one logit; sigmoid(logit) = probability of the arterial phase",
+        "threshold": 0.5,
+        "label_rule": options.rule.to_dict(),
+        "holdout": split,
+        "labels": asdict(summary),
+        "seed": options.seed,
+        "training": training,
+        "dataset": str(Path(dataset_root).resolve()),
+        "annotations": str(annotations.resolve()),
+    }
+
+
+def _train_metrics(history: list[dict], summary: LabelSummary, split: dict, seconds) -> dict:
+    return {
+        "holdout": history[-1]["holdout"],
+        "train_loss": [h["train_loss"] for h in history],
+        "holdout_per_epoch": [h["holdout"] for h in history],
+        "counts": {"labels": asdict(summary), "train": split["train"], "holdout": split["holdout"]},
+        "seconds": round(seconds, 2),
+    }
+
+
+def save_phase_model(model: nn.Module, out: Path, config: dict) -> None:
+    """Writes MODEL/model.safetensors and MODEL/config.json, each atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = out / f".{MODEL_FILE}.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": "resnet18"})
+    os.replace(tmp, out / MODEL_FILE)
+    write_json_atomic(out / CONFIG_FILE, config)
+
+
+def load_phase_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Loads a model directory written by `train_phase_classifier` (eval mode on `device`).
+
+    Raises:
+        PhaseModelError: missing files, another architecture, or weights that do not fit.
+    """
+    model_dir = Path(model_dir)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (model_dir / name).is_file():
+            raise PhaseModelError(f"{model_dir}: not a phase classifier directory (no {name})")
+    try:
+        config = json.loads((model_dir / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PhaseModelError(f"{model_dir / CONFIG_FILE}: unreadable ({err})") from err
+    name = config.get("architecture", {}).get("name") if isinstance(config, dict) else None
+    if name != PHASE_ARCHITECTURE["name"]:
+        raise PhaseModelError(f"{model_dir / CONFIG_FILE}: architecture {name!r} is not resnet18")
+    model = phase_classifier()
+    try:
+        model.load_state_dict(load_file(model_dir / MODEL_FILE))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        message = str(err).splitlines()[0]
+        raise PhaseModelError(f"{model_dir / MODEL_FILE}: weights do not load ({message})") from err
+    return model.to(device, memory_format=torch.channels_last).eval(), config
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Writes `data` as indented JSON under a temporary name, then renames it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    """Writes one JSON object per line, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """Settings of `select_arterial`.
+
+    Attributes:
+        per_series: keep the K most probable frames of each series (instead of a threshold).
+        threshold: keep frames with probability >= threshold (used when per_series is None).
+        batch_size: frames scored per forward pass.
+        workers: DataLoader worker processes.
+        device: "auto", "cpu" or "cuda[:k]".
+        precision: "fp32" or "bf16".
+        truth: phantom ground truth (default: found through DATASET/curation.json).
+    """
+
+    per_series: int | None = None
+    threshold: float | None = 0.5
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    truth: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.per_series is not None and self.per_series < 1:
+            raise ValueError(f"--per-series must be >= 1, got {self.per_series}")
+        if self.per_series is None and (self.threshold is None or not 0 <= self.threshold <= 1):
+            raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}")
+
+    def describe(self) -> str:
+        if self.per_series is not None:
+            return f"top {self.per_series} frames per series"
+        return f"probability >= {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """What `select_arterial` wrote and measured."""
+
+    frames: int
+    series: int
+    selected: int
+    without_prompt: int
+    metrics: dict
+
+
+def select_arterial(
+    dataset_root: Path,
+    model_dir: Path,
+    options: SelectOptions | None = None,
+    progress: Progress | None = None,
+) -> SelectionResult:
+    """Scores the kept series' frames and writes DATASET/arterial.parquet (module docstring).
+
+    Raises:
+        DatasetError: not a curated dataset, or no kept frames.
+        PhaseModelError: unusable model directory.
+        PhaseDataError: an explicit ground truth that is unreadable or matches no frame.
+    """
+    options = options or SelectOptions()
+    dataset = CuratedDataset(dataset_root)
+    device = resolve_device(options.device)
+    model, _ = load_phase_model(model_dir, device)
+    kept = dataset.frames[dataset.frames["circulation"].isin(KEPT_CIRCULATIONS)]
+    kept = kept.reset_index(drop=True)
+    if kept.empty:
+        raise DatasetError(f"{dataset.root}: no stored frames of anterior/posterior series")
+    frames = PhaseFrames(dataset, kept["frame_id"].to_numpy())
+    kept["probability"] = predict(model, frames, device, options, progress)
+    chosen = select_mask(kept, options.per_series, options.threshold)
+    table = arterial_table(kept[chosen])
+    write_table_atomic(kept[["frame_id", "probability"]], dataset.root / PHASE_SCORES_FILE)
+    write_table_atomic(table, dataset.root / ARTERIAL_FILE)
+    metrics = _selection_metrics(dataset.root, Path(model_dir), kept, chosen, options)
+    write_json_atomic(dataset.root / PHASE_METRICS_FILE, metrics)
+    report.write_report(dataset.root)
+    return SelectionResult(
+        frames=len(kept),
+        series=int(kept["series_uid"].nunique()),
+        selected=len(table),
+        without_prompt=int(table["prompt"].isna().sum()),
+        metrics=metrics,
+    )
+
+
+def select_mask(
+    scores: pd.DataFrame, per_series: int | None = None, threshold: float | None = 0.5
+) -> np.ndarray:
+    """(N,) bool: the K most probable frames of each series (ties: first frame), or every
+    frame with probability >= threshold. `scores` has series_uid and probability columns."""
+    if per_series is not None:
+        rank = scores.groupby("series_uid")["probability"].rank(method="first", ascending=False)
+        return (rank <= per_series).to_numpy()
+    return (scores["probability"] >= threshold).to_numpy()
+
+
+def arterial_table(selected: pd.DataFrame) -> pd.DataFrame:
+    """arterial.parquet rows (ARTERIAL_COLUMNS) with each frame's prompt from its own angles;
+    the prompt is None where the paper's template does not apply (plane other than A/B)."""
+    table = selected.copy()
+    table["prompt"] = [
+        _prompt_or_none(c, p, a, b)
+        for c, p, a, b in zip(
+            table["circulation"], table["plane"], table["primary_angle"],
+            table["secondary_angle"], strict=True,
+        )
+    ]  # fmt: skip
+    return table.reindex(columns=ARTERIAL_COLUMNS).reset_index(drop=True)
+
+
+def _prompt_or_none(circulation: str, plane: str, primary: float, secondary: float) -> str | None:
+    try:
+        return prompt_for(circulation, plane, float(primary), float(secondary))
+    except ValueError:
+        return None
+
+
+def _selection_metrics(
+    root: Path, model_dir: Path, kept: pd.DataFrame, chosen: np.ndarray, options: SelectOptions
+) -> dict:
+    metrics: dict = {
+        "selection": {
+            "rule": options.describe(),
+            "frames_scored": len(kept),
+            "frames_selected": int(chosen.sum()),
+            "series": int(kept["series_uid"].nunique()),
+            "series_with_selection": int(kept.loc[chosen, "series_uid"].nunique()),
+        },
+        "model": str(model_dir.resolve()),
+    }
+    truth_path = find_truth(root, options.truth)
+    if truth_path is not None:
+        trained = _training_series(model_dir)
+        measured = truth_metrics(kept, chosen, load_truth(truth_path), trained)
+        if measured is None and options.truth is not None:
+            raise PhaseDataError(f"{truth_path}: no frame matches the dataset")
+        if measured is not None:
+            metrics["ground_truth"] = {"file": str(truth_path), **measured}
+    holdout = _model_holdout(model_dir)
+    if holdout is not None:
+        metrics["holdout"] = holdout
+    return metrics
+
+
+def find_truth(root: Path, explicit: Path | None) -> Path | None:
+    """The explicit ground truth, else the phantom's ground_truth.parquet beside the curated
+    archive (DATASET/curation.json "archive" -> its parent directory), else None."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise PhaseDataError(f"{explicit}: ground truth file not found")
+        return Path(explicit)
+    try:
+        archive = json.loads((Path(root) / SETTINGS_FILE).read_text())["archive"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    candidate = Path(archive).parent / "ground_truth.parquet"
+    return candidate if candidate.is_file() else None
+
+
+def load_truth(path: Path) -> pd.DataFrame:
+    """(series_uid, frame_index, is_arterial) rows of a phantom ground truth."""
+    try:
+        truth = pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise PhaseDataError(f"{path}: unreadable ground truth ({err})") from err
+    for column in ("series_uid", "frame_index", "is_arterial"):
+        if column not in truth.columns:
+            raise PhaseDataError(f"{path}: missing column {column!r}")
+    return truth[["series_uid", "frame_index", "is_arterial"]]
+
+
+def truth_metrics(
+    kept: pd.DataFrame, chosen: np.ndarray, truth: pd.DataFrame, trained: set[str]
+) -> dict | None:
+    """Selection and classifier (threshold 0.5) metrics against `is_arterial`, over all matched
+    frames and over the series the model was not trained on; None when nothing matches."""
+    frames = kept.assign(selected=chosen)
+    matched = frames.merge(truth, on=["series_uid", "frame_index"], how="inner")
+    if matched.empty:
+        return None
+    unseen = matched[~matched["series_uid"].isin(trained)]
+    result = {
+        "frames_matched": len(matched),
+        "arterial_frames": int(matched["is_arterial"].sum()),
+        "selection": _selection_scores(matched),
+        "classifier_at_0.5": _short(binary_metrics(matched["probability"], matched["is_arterial"])),
+    }
+    if len(unseen) and len(unseen) < len(matched):
+        result["selection_unseen_series"] = _selection_scores(unseen)
+    return result
+
+
+def _selection_scores(frames: pd.DataFrame) -> dict:
+    scores = binary_metrics(frames["selected"].astype(float), frames["is_arterial"])
+    counts = {"selected": scores["tp"] + scores["fp"], "arterial": scores["positives"]}
+    return {
+        **_short(scores, ("precision", "recall", "accuracy")),
+        **counts,
+        "frames": len(frames),
+        "series": int(frames["series_uid"].nunique()),
+    }
+
+
+def _short(metrics: dict, keep: tuple[str, ...] = ("precision", "recall", "accuracy", "roc_auc")):
+    return {k: metrics[k] for k in keep}
+
+
+def _training_series(model_dir: Path) -> set[str]:
+    path = model_dir / LABELS_FILE
+    if not path.is_file():
+        return set()
+    labels = pd.read_parquet(path, columns=["series_uid", "role"])
+    return set(labels.loc[labels["role"] == "train", "series_uid"])
+
+
+def _model_holdout(model_dir: Path) -> dict | None:
+    path = model_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    holdout = json.loads(path.read_text()).get("holdout")
+    if not isinstance(holdout, dict):
+        return None
+    keep = ("precision", "recall", "accuracy", "roc_auc", "n", "positives")
+    return {k: holdout[k] for k in keep if k in holdout}

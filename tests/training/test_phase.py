@@ -1,0 +1,389 @@
+"""The arterial-phase classifier: labels, training, saving, selection, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from angiosynth.cli.main import app
+from angiosynth.conditions import prompt_for
+from angiosynth.config import PhantomConfig
+from angiosynth.curation.curate import CurateOptions, curate
+from angiosynth.curation.dataset import CuratedDataset
+from angiosynth.curation.rules import DEFAULT_RULES
+from angiosynth.data.phase import (
+    AMBIGUOUS,
+    NEGATIVE,
+    POSITIVE,
+    IntensityJitter,
+    LabelRule,
+    PhaseDataError,
+    PhaseFrames,
+    holdout_split,
+    label_frames,
+    read_annotations,
+    train_transform,
+)
+from angiosynth.phantom.archive import write_archive
+from angiosynth.training.phase import (
+    ARTERIAL_COLUMNS,
+    PhaseModelError,
+    PhaseTrainOptions,
+    SelectOptions,
+    binary_metrics,
+    load_phase_model,
+    roc_auc,
+    select_arterial,
+    select_mask,
+    train_phase_classifier,
+)
+
+runner = CliRunner()
+#: Fast training settings for the tests (one short epoch on CPU).
+FAST = PhaseTrainOptions(epochs=1, batch_size=16, device="cpu")
+PROMPT = re.compile(
+    r"This is an? (anterior|posterior) DSA scan taken in Plane ([AB]), with a primary angle of "
+    r"(-?\d+)° and a secondary angle of (-?\d+)°\."
+)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseData:
+    archive: Path
+    dataset: Path
+    annotations: Path
+    model: Path
+
+
+@pytest.fixture(scope="module")
+def phase_data(tmp_path_factory: pytest.TempPathFactory) -> PhaseData:
+    """3 phantom patients (96 px, every series annotated) curated at 64 px; annotations of
+    3 series per patient; a model trained for one epoch."""
+    base = tmp_path_factory.mktemp("phase")
+    config = PhantomConfig(image_size=96, annotate_share=1.0)
+    write_archive(base / "archive", n_patients=3, seed=0, config=config)
+    curate(base / "archive" / "dicom", base / "dataset", DEFAULT_RULES, CurateOptions(size=64))
+    truth = pd.read_parquet(base / "archive" / "ground_truth.parquet")
+    patients = truth.drop_duplicates("series_uid").set_index("series_uid")["patient_id"]
+    annotations = pd.read_csv(base / "archive" / "annotations.csv")
+    annotations = annotations[annotations["series_uid"].isin(_stored_series(base / "dataset"))]
+    few = annotations.groupby(annotations["series_uid"].map(patients)).head(3)
+    few.to_csv(base / "annotations.csv", index=False)
+    model = base / "model"
+    train_phase_classifier(base / "dataset", base / "annotations.csv", model, FAST)
+    return PhaseData(base / "archive", base / "dataset", base / "annotations.csv", model)
+
+
+def _stored_series(dataset: Path) -> set[str]:
+    return set(pd.read_parquet(dataset / "frames.parquet")["series_uid"])
+
+
+@pytest.fixture(scope="module")
+def selected(phase_data: PhaseData):
+    """`select_arterial` with the 2 most probable frames per series."""
+    result = select_arterial(phase_data.dataset, phase_data.model, SelectOptions(per_series=2))
+    return result, pd.read_parquet(phase_data.dataset / "arterial.parquet")
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def _frames_table() -> pd.DataFrame:
+    """Series S1: 10 frames every 0.5 s, masks 0-1; S2: not annotated; S3: no timing."""
+    rows = []
+    for uid, n, step in (("S1", 10, 0.5), ("S2", 4, 0.5), ("S3", 4, 0.0)):
+        for i in range(n):
+            row = {"frame_id": len(rows), "series_uid": uid, "patient_id": "P1", "split": "train"}
+            rows.append({**row, "frame_index": i, "time_s": i * step, "is_mask": i < 2})
+    return pd.DataFrame(rows)
+
+
+def _annotations(*pairs: tuple[str, int]) -> pd.DataFrame:
+    return pd.DataFrame(pairs, columns=["series_uid", "frame_index"])
+
+
+def test_label_rule_marks_positives_negatives_and_ambiguous_frames() -> None:
+    paper_rule = LabelRule(positive_window_s=0.0)
+    annotations = _annotations(("S1", 5), ("S3", 2), ("X", 0))
+    labelled, summary = label_frames(_frames_table(), annotations, paper_rule)
+
+    labels = labelled.set_index("frame_index")["label"].to_dict()
+    # annotated frame 5 at 2.5 s; masks 0-1; >= 1.5 s away: frames 0-2 and 8-9
+    assert labels[5] == POSITIVE
+    assert [labels[i] for i in (0, 1, 2, 8, 9)] == [NEGATIVE] * 5
+    assert [labels[i] for i in (3, 4, 6, 7)] == [AMBIGUOUS] * 4
+    assert set(labelled["series_uid"]) == {"S1"}
+    assert summary.untimed_series == 1 and summary.unmatched_series == 1
+    assert (summary.positives, summary.negatives, summary.ambiguous) == (1, 5, 4)
+
+
+def test_positive_window_widens_positives_but_not_over_masks() -> None:
+    rule = LabelRule(positive_window_s=0.5, negative_gap_s=1.5)
+    labelled, _ = label_frames(_frames_table(), _annotations(("S1", 5), ("S1", 2)), rule)
+
+    labels = labelled.set_index("frame_index")["label"].to_dict()
+    # frame 1 is within 0.5 s of annotated frame 2 but is a mask frame: negative
+    assert [labels[i] for i in (1, 2, 3, 4, 5, 6)] == [NEGATIVE, *[POSITIVE] * 5]
+    assert [labels[i] for i in (7, 8, 9)] == [AMBIGUOUS, NEGATIVE, NEGATIVE]
+
+
+def test_label_rule_rejects_overlapping_windows() -> None:
+    with pytest.raises(ValueError, match="negative gap"):
+        LabelRule(positive_window_s=1.0, negative_gap_s=1.0)
+
+
+def test_read_annotations_names_the_problem(tmp_path: Path) -> None:
+    bad_column = tmp_path / "a.csv"
+    bad_column.write_text("series_uid,frame\n1.2.3,4\n")
+    bad_index = tmp_path / "b.csv"
+    bad_index.write_text("series_uid,frame_index\n1.2.3,-1\n")
+
+    with pytest.raises(PhaseDataError, match="not found"):
+        read_annotations(tmp_path / "missing.csv")
+    with pytest.raises(PhaseDataError, match="missing column 'frame_index'"):
+        read_annotations(bad_column)
+    with pytest.raises(PhaseDataError, match="non-negative integers"):
+        read_annotations(bad_index)
+
+
+def _labelled(patients: int, holdout_patients: int) -> pd.DataFrame:
+    rows = []
+    for p in range(patients):
+        split = "test" if p < holdout_patients else "train"
+        for s in range(2):
+            for label in (POSITIVE, NEGATIVE, NEGATIVE):
+                rows.append({"patient_id": f"P{p}", "series_uid": f"S{p}-{s}", "split": split,
+                             "label": label})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_holdout_uses_the_dataset_split_when_it_is_large_enough() -> None:
+    labelled = _labelled(patients=10, holdout_patients=3)
+
+    holdout, info = holdout_split(labelled, seed=0, min_series=5)
+
+    assert info["source"].startswith("dataset split")
+    assert np.array_equal(holdout, labelled["split"].eq("test").to_numpy())
+    assert info["holdout"]["series"] == 6 and info["train"]["series"] == 14
+
+
+def test_holdout_falls_back_to_a_seeded_patient_split() -> None:
+    labelled = _labelled(patients=5, holdout_patients=1)
+
+    holdout, info = holdout_split(labelled, seed=3, min_series=5)
+    again, _ = holdout_split(labelled, seed=3, min_series=5)
+
+    assert info["source"].startswith("seeded patient split")
+    assert np.array_equal(holdout, again)
+    held = set(labelled.loc[holdout, "patient_id"])
+    assert len(held) == 1 and held.isdisjoint(labelled.loc[~holdout, "patient_id"])
+
+
+# --- metrics, transforms ----------------------------------------------------------------------
+
+
+def test_binary_metrics_and_auc() -> None:
+    probability = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1])
+    label = np.array([1, 1, 1, 0, 0, 0])
+
+    metrics = binary_metrics(probability, label)
+
+    assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["tn"]) == (2, 1, 1, 2)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["roc_auc"] == pytest.approx(8 / 9)
+    assert roc_auc(np.array([0.5, 0.5]), np.array([1, 0])) == pytest.approx(0.5)
+    assert roc_auc(np.array([0.5, 0.7]), np.array([1, 1])) is None
+
+
+def test_augmentation_keeps_shape_and_range() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 128, 128)
+
+    out = train_transform()(image)
+    jittered = IntensityJitter(gain=0.5, offset=0.5, gamma=3.0)(image)
+
+    assert out.shape == (1, 128, 128)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert float(jittered.min()) >= 0 and float(jittered.max()) <= 1
+
+
+def test_phase_frames_resize_stored_frames_to_128(phase_data: PhaseData) -> None:
+    dataset = CuratedDataset(phase_data.dataset)
+    frames = PhaseFrames(dataset, np.array([3, 0, 1]), np.array([1, 0, 0]))
+
+    batch = frames.__getitems__([0, 1])
+    image, label = frames[0]
+
+    assert dataset.image_size == 64
+    assert image.shape == (1, 128, 128) and image.dtype == torch.float32
+    assert float(label) == 1.0
+    assert torch.equal(batch[0][0], image)
+
+
+# --- training, saving -------------------------------------------------------------------------
+
+
+def test_train_writes_the_model_directory(phase_data: PhaseData) -> None:
+    model = phase_data.model
+    config = json.loads((model / "config.json").read_text())
+    metrics = json.loads((model / "metrics.json").read_text())
+    log = [json.loads(line) for line in (model / "log.jsonl").read_text().splitlines()]
+    labels = pd.read_parquet(model / "labels.parquet")
+
+    assert config["architecture"]["name"] == "resnet18"
+    assert config["input"]["shape"] == [1, 128, 128]
+    assert config["label_rule"]["negative_gap_s"] == 1.5
+    assert config["training"]["epochs"] == 1 and config["seed"] == 0
+    assert config["dataset"] == str(phase_data.dataset.resolve())
+    assert set(metrics["holdout"]) >= {"precision", "recall", "accuracy", "roc_auc"}
+    assert len(metrics["train_loss"]) == 1 and len(log) == 1
+    positives = metrics["counts"]["labels"]["positives"]
+    assert positives >= 9  # one annotated frame per series, widened by the 0.5 s window
+    assert positives == int((labels["label"] == 1).sum())
+    assert set(labels["role"]) == {"train", "holdout"}
+    by_role = labels.groupby("role")["patient_id"].unique()
+    assert set(by_role["train"]).isdisjoint(by_role["holdout"])
+    assert not list(model.glob(".*tmp"))
+
+
+def test_saved_model_loads_and_gives_the_same_outputs(phase_data: PhaseData) -> None:
+    model, config = load_phase_model(phase_data.model)
+    again, _ = load_phase_model(phase_data.model)
+    frames = torch.rand(3, 1, 128, 128)
+
+    with torch.no_grad():
+        first, second = model(frames), again(frames)
+
+    assert config["threshold"] == 0.5
+    assert torch.equal(first, second)
+    stored = load_file(phase_data.model / "model.safetensors")
+    assert all(torch.equal(stored[k], v.contiguous()) for k, v in model.state_dict().items())
+
+
+def test_same_seed_gives_identical_weights(phase_data: PhaseData, tmp_path: Path) -> None:
+    args = (phase_data.dataset, phase_data.annotations)
+    train_phase_classifier(*args, tmp_path / "again", FAST)
+
+    first = load_file(phase_data.model / "model.safetensors")
+    second = load_file(tmp_path / "again" / "model.safetensors")
+
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_train_refuses_to_replace_a_model(phase_data: PhaseData) -> None:
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train_phase_classifier(phase_data.dataset, phase_data.annotations, phase_data.model, FAST)
+
+
+def test_train_rejects_annotations_without_matching_frames(
+    phase_data: PhaseData, tmp_path: Path
+) -> None:
+    annotations = tmp_path / "none.csv"
+    _annotations(("1.2.3", 0)).to_csv(annotations, index=False)
+
+    with pytest.raises(PhaseDataError, match="no annotation matches"):
+        train_phase_classifier(phase_data.dataset, annotations, tmp_path / "m", FAST)
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def test_select_writes_k_frames_per_series_with_prompts(phase_data: PhaseData, selected) -> None:
+    result, table = selected
+    frames = pd.read_parquet(phase_data.dataset / "frames.parquet")
+    scores = pd.read_parquet(phase_data.dataset / "phase_scores.parquet")
+
+    assert list(table.columns) == ARTERIAL_COLUMNS
+    assert table.groupby("series_uid").size().eq(2).all()
+    assert table["series_uid"].nunique() == result.series == frames["series_uid"].nunique()
+    assert set(scores["frame_id"]) == set(frames["frame_id"])
+    assert table["probability"].between(0, 1).all()
+    for row in table.itertuples():
+        match = PROMPT.fullmatch(row.prompt)
+        assert match, row.prompt
+        assert match.group(1) == row.circulation and match.group(2) == row.plane
+        assert row.prompt == prompt_for(
+            row.circulation, row.plane, row.primary_angle, row.secondary_angle
+        )
+
+
+def test_select_reports_metrics_against_the_phantom_truth(phase_data: PhaseData, selected):
+    result, _ = selected
+    metrics = json.loads((phase_data.dataset / "phase_metrics.json").read_text())
+    report = (phase_data.dataset / "report.md").read_text()
+
+    assert metrics == result.metrics
+    assert metrics["selection"]["rule"] == "top 2 frames per series"
+    assert metrics["ground_truth"]["file"].endswith("ground_truth.parquet")
+    assert 0 <= metrics["ground_truth"]["selection"]["precision"] <= 1
+    assert "roc_auc" in metrics["ground_truth"]["classifier_at_0.5"]
+    assert "precision" in metrics["holdout"]
+    assert f"Table 1: arterial-phase frames (N = {result.selected})" in report
+    assert "Arterial-phase classifier" in report
+
+
+def test_select_mask_by_threshold_and_top_k() -> None:
+    scores = pd.DataFrame(
+        {"series_uid": ["a", "a", "a", "b", "b"], "probability": [0.2, 0.9, 0.6, 0.4, 0.4]}
+    )
+
+    assert select_mask(scores, threshold=0.5).tolist() == [False, True, True, False, False]
+    assert select_mask(scores, per_series=1).tolist() == [False, True, False, True, False]
+    assert select_mask(scores, per_series=5).all()
+
+
+def test_select_rejects_a_directory_without_a_model(phase_data: PhaseData, tmp_path: Path):
+    with pytest.raises(PhaseModelError, match=r"no config\.json"):
+        select_arterial(phase_data.dataset, tmp_path, SelectOptions())
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "select"])
+def test_cli_help(command: str) -> None:
+    result = runner.invoke(app, ["phase", command, "--help"], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert "[default: " in result.output
+    if command == "train":
+        assert "1.5" in result.output and "pos_weight" in result.output
+
+
+def test_cli_errors_are_one_line(phase_data: PhaseData, tmp_path: Path) -> None:
+    missing = runner.invoke(
+        app,
+        ["phase", "train", str(phase_data.dataset), "--annotations", str(tmp_path / "no.csv"),
+         "--out", str(tmp_path / "m")],
+    )  # fmt: skip
+    no_model = runner.invoke(
+        app, ["phase", "select", str(phase_data.dataset), "--model", str(tmp_path)]
+    )
+    no_dataset = runner.invoke(
+        app, ["phase", "select", str(tmp_path), "--model", str(phase_data.model)]
+    )
+
+    cases = (
+        (missing, "no.csv: annotations file not found"),
+        (no_model, "no config.json"),
+        (no_dataset, "not a curated dataset"),
+    )
+    for result, words in cases:
+        assert result.exit_code == 2, result.output
+        assert words in result.output
+        assert len(result.output.strip().splitlines()) == 1
