@@ -16,7 +16,7 @@ demo: setup
 	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --overwrite
 	rm -rf $(DEMO_DIR)/dataset
 	$(BIN)/angiosynth curate $(DEMO_DIR)/archive/dicom --out $(DEMO_DIR)/dataset --seed $(SEED) --workers $(WORKERS)
-	$(BIN)/angiosynth phase train $(DEMO_DIR)/dataset --annotations $(DEMO_DIR)/archive/annotations.csv --out $(DEMO_DIR)/phase-model --seed $(SEED)
+	$(BIN)/angiosynth phase train $(DEMO_DIR)/dataset --annotations $(DEMO_DIR)/archive/annotations.csv --out $(DEMO_DIR)/phase-model --seed $(SEED) --overwrite
 	$(BIN)/angiosynth phase select $(DEMO_DIR)/dataset --model $(DEMO_DIR)/phase-model
 	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md"
 
