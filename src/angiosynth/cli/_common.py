@@ -17,15 +17,6 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def progress(total: int, desc: str, unit: str) -> callable:
-    """A wrapper that shows a tqdm progress bar over an iterator of `total` items."""
-
-    def wrap(items: Iterable[T]) -> Iterator[T]:
-        yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True)
-
-    return wrap
-
-
 def progress_bar(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
     """Wraps an iterable of `total` items in a tqdm progress bar."""
     yield from tqdm(items, total=total, desc=desc, dynamic_ncols=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress
+from angiosynth.cli._common import fail, progress_bar
 from angiosynth.config import ConfigError, PhantomConfig, load_config
 from angiosynth.phantom.archive import ArchiveExistsError, write_archive
 from angiosynth.phantom.preview import write_preview
@@ -52,7 +52,7 @@ def phantom(
             config=settings,
             workers=workers,
             overwrite=overwrite,
-            progress=progress(patients, "phantom", "patient"),
+            progress=lambda items: progress_bar(items, patients, "phantom"),
         )
     except (ConfigError, ArchiveExistsError, ValueError) as err:
         fail(str(err))
