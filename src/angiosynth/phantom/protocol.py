@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Injection kinds; the first two are kept by curation, the others must be excluded.
-INJECTIONS = ("ICA", "VA", "ECA", "CCA", "arch", "unlabelled")
-
-#: Truth circulation for each injection kind (what the vessels in the picture belong to).
+#: Injection kinds and the truth circulation of each (what the vessels in the picture belong
+#: to). ICA and VA runs are kept by curation; the others must be excluded, "unlabelled" because
+#: its description names no vessel.
 CIRCULATION_OF = {
     "ICA": "anterior",
     "VA": "posterior",
@@ -59,7 +58,7 @@ class RunPlan:
     """One biplane acquisition.
 
     Attributes:
-        injection: one of INJECTIONS.
+        injection: a key of CIRCULATION_OF.
         side: +1 left, -1 right, 0 for midline/both (arch).
         description: Series Description as a site would write it.
         protocol_name: Protocol Name.

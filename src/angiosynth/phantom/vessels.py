@@ -239,13 +239,6 @@ class TreeBuilder:
         """Radius of the segment ending at a node."""
         return self._radius[node]
 
-    def direction(self, node: int) -> np.ndarray:
-        """Unit direction of the segment ending at a node (+z for roots)."""
-        par = self._parent[node]
-        if par < 0:
-            return np.array([0.0, 0.0, 1.0])
-        return _unit(self._points[node] - self._points[par])
-
     def add_node(self, p: np.ndarray, radius: float, parent: int, cls: int | None = None) -> int:
         """Appends a node; the class defaults to the arterial class of its radius."""
         p = np.asarray(p, dtype=float)
