@@ -115,7 +115,7 @@ def _annotations(*pairs: tuple[str, int]) -> pd.DataFrame:
 
 
 def test_label_rule_marks_positives_negatives_and_ambiguous_frames() -> None:
-    paper_rule = LabelRule(positive_window_s=0.0)
+    paper_rule = LabelRule.paper()
     annotations = _annotations(("S1", 5), ("S3", 2), ("X", 0))
     labelled, summary = label_frames(_frames_table(), annotations, paper_rule)
 
@@ -127,6 +127,16 @@ def test_label_rule_marks_positives_negatives_and_ambiguous_frames() -> None:
     assert set(labelled["series_uid"]) == {"S1"}
     assert summary.untimed_series == 1 and summary.unmatched_series == 1
     assert (summary.positives, summary.negatives, summary.ambiguous) == (1, 5, 4)
+
+
+def test_default_label_rule_is_the_widened_one() -> None:
+    labelled, _ = label_frames(_frames_table(), _annotations(("S1", 5)))
+
+    labels = labelled.set_index("frame_index")["label"].tolist()
+    # positives within 0.5 s of frame 5 (2.5 s); negatives >= 1.0 s away and the masks
+    assert labels == [NEGATIVE, NEGATIVE, NEGATIVE, NEGATIVE, POSITIVE, POSITIVE, POSITIVE,
+                      NEGATIVE, NEGATIVE, NEGATIVE]  # fmt: skip
+    assert LabelRule() == LabelRule(positive_window_s=0.5, negative_gap_s=1.0)
 
 
 def test_positive_window_widens_positives_but_not_over_masks() -> None:
@@ -246,7 +256,7 @@ def test_train_writes_the_model_directory(phase_data: PhaseData) -> None:
 
     assert config["architecture"]["name"] == "resnet18"
     assert config["input"]["shape"] == [1, 128, 128]
-    assert config["label_rule"]["negative_gap_s"] == 1.5
+    assert config["label_rule"]["negative_gap_s"] == 1.0
     assert config["training"]["epochs"] == 1 and config["seed"] == 0
     assert config["dataset"] == str(phase_data.dataset.resolve())
     assert set(metrics["holdout"]) >= {"precision", "recall", "accuracy", "roc_auc"}
@@ -345,6 +355,17 @@ def test_select_mask_by_threshold_and_top_k() -> None:
     assert select_mask(scores, threshold=0.5).tolist() == [False, True, True, False, False]
     assert select_mask(scores, per_series=1).tolist() == [False, True, False, True, False]
     assert select_mask(scores, per_series=5).all()
+
+
+def test_select_mask_with_a_per_series_logit_margin() -> None:
+    logits = np.array([8.0, 6.0, 2.0, 1.0, -3.0, 0.5])
+    scores = pd.DataFrame(
+        {"series_uid": ["a", "a", "a", "b", "b", "b"], "probability": 1 / (1 + np.exp(-logits))}
+    )
+
+    # a: max 8 -> keep logits >= 3; b: max 1 -> keep logits >= -4, then probability >= 0.5
+    assert select_mask(scores, margin=5.0).tolist() == [True, True, False, True, False, True]
+    assert select_mask(scores, margin=None).tolist() == [True, True, True, True, False, True]
 
 
 def test_select_rejects_a_directory_without_a_model(phase_data: PhaseData, tmp_path: Path):

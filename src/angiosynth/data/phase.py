@@ -8,16 +8,21 @@ gets a label by this rule, applied in order:
 
 1. the annotated frame is **positive**;
 2. mask frames (``is_mask``: acquired before the contrast arrives) are **negative**;
-3. frames within ``positive_window_s`` seconds of the annotated frame are **positive**
-   (default 0.5 s; 0 gives the paper's rule, only the annotated frame). With one positive per
-   series the paper's rule left too few positives on a 12-patient phantom (holdout recall 0 after
-   6 epochs); the neighbours of the representative frame are arterial too;
-4. frames at least ``negative_gap_s`` seconds (default 1.5 s) away from the annotated frame are
-   **negative**;
+3. frames within ``positive_window_s`` seconds of the annotated frame are **positive**;
+4. frames at least ``negative_gap_s`` seconds away from the annotated frame are **negative**;
 5. everything in between is **ambiguous** and not used for training or evaluation.
 
 Time is the frame's ``time_s`` in frames.parquet. Frames of series without annotations are not
 labelled. A series with several annotated frames measures distances to the nearest of them.
+
+Defaults: ``positive_window_s = 0.5`` and ``negative_gap_s = 1.0`` (`LabelRule()`). The rule
+written in the brief of the paper's method, one positive per series and negatives >= 1.5 s away
+(`LabelRule.paper()`), leaves the frames just before and after the arterial phase (partly
+filled arteries, capillary blush) out of training, and a classifier trained on it scores them
+as arterial: on the phantom (24 patients, 43 training series) it selected frames with
+precision 0.62-0.73 against the true arterial phase, the widened rule 0.86-0.90 at equal
+recall. The phantom's arterial phase spans about -0.7 to +0.8 s around the annotated frame, so
++-0.5 s is 95 % arterial and frames >= 1.0 s away 99 % non-arterial.
 """
 
 from __future__ import annotations
@@ -52,13 +57,18 @@ class LabelRule:
     """Time windows of the label rule (module docstring).
 
     Attributes:
-        positive_window_s: frames this close to an annotated frame are positive too (0 = only
-            the annotated frame, the paper's rule).
+        positive_window_s: non-mask frames this close to an annotated frame are positive too
+            (0 = only the annotated frame).
         negative_gap_s: frames at least this far from every annotated frame are negative.
     """
 
     positive_window_s: float = 0.5
-    negative_gap_s: float = 1.5
+    negative_gap_s: float = 1.0
+
+    @classmethod
+    def paper(cls) -> LabelRule:
+        """One positive per series (the annotated frame); negatives >= 1.5 s away."""
+        return cls(positive_window_s=0.0, negative_gap_s=1.5)
 
     def __post_init__(self) -> None:
         if self.positive_window_s < 0:
@@ -130,7 +140,7 @@ def label_frames(
         frames: frames.parquet rows (frame_id, series_uid, patient_id, split, frame_index,
             time_s, is_mask at least).
         annotations: (series_uid, frame_index) rows, as from `read_annotations`.
-        rule: time windows (default: the paper's rule, negatives >= 1.5 s away).
+        rule: time windows (default `LabelRule()`: positives +-0.5 s, negatives >= 1.0 s).
 
     Returns:
         The frames of annotated series (all their columns) plus `dt_s` (seconds to the nearest
