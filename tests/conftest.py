@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,3 +59,68 @@ def archive_writer() -> Callable[..., Archive]:
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     """The shared archive (2 patients, 96 px, seed 0); tests must not modify it."""
     return write_small_archive(tmp_path_factory.mktemp("shared") / "archive")
+
+
+# --- latent diffusion: a micro configuration, a dataset with arterial frames, trained runs ------
+
+
+def micro_ldm_config(**train_ldm: object):
+    """The tiny pipeline shrunk further for tests: 32 px frames -> 8 x 8 x 3 latents."""
+    from angiosynth.config import LDMConfig
+
+    return LDMConfig.model_validate({
+        "data": {"image_size": 32},
+        "vae": {"block_out_channels": [8, 16, 16], "layers_per_block": 1, "norm_num_groups": 8},
+        "text_encoder": {"width": 16, "layers": 1, "heads": 2, "max_length": 32},
+        "unet": {
+            "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": [1, 2],
+        },
+        "train_vae": {"batch_size": 8, "lr": 1e-3, "max_steps": 4, "perceptual": "none"},
+        "train_ldm": {"batch_size": 8, "lr": 1e-3, "max_steps": 6, "checkpoint_every": 3,
+                      "keep_checkpoints": 2, "log_every": 2, "ema_decay": 0.9, **train_ldm},
+        "sample": {"sampler": "ddim", "steps": 4, "guidance": 1.0, "batch_size": 4},
+    })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DiffusionData:
+    """A curated copy of the shared archive whose arterial.parquet is the phantom's truth:
+    patient 0 is the training split, patient 1 the validation and test split."""
+
+    dataset: Path
+    vae_run: Path
+    ldm_run: Path
+
+
+def _truth_arterial_table(dataset: Path, truth: pd.DataFrame) -> pd.DataFrame:
+    from angiosynth.training.phase import arterial_table
+
+    frames = pd.read_parquet(dataset / "frames.parquet")
+    keep = truth[truth["is_arterial"]][["series_uid", "frame_index"]]
+    rows = frames.merge(keep, on=["series_uid", "frame_index"])
+    rows = rows[rows["circulation"].isin(["anterior", "posterior"])].copy()
+    first = sorted(rows["patient_id"].unique())[0]
+    rows["split"] = np.where(rows["patient_id"] == first, "train", "val")
+    rows["probability"] = 1.0
+    return arterial_table(rows)
+
+
+@pytest.fixture(scope="session")
+def diffusion_data(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> DiffusionData:
+    """The shared archive curated at 64 px, its true arterial frames selected, an autoencoder
+    trained for 4 steps and a latent diffusion model for 6 steps (micro configuration)."""
+    from angiosynth.curation.curate import CurateOptions, curate
+    from angiosynth.curation.rules import DEFAULT_RULES
+    from angiosynth.training.ldm import train_ldm
+    from angiosynth.training.vae import train_vae
+
+    base = tmp_path_factory.mktemp("diffusion")
+    dataset = base / "dataset"
+    curate(archive.root / "dicom", dataset, DEFAULT_RULES, CurateOptions(size=64))
+    _truth_arterial_table(dataset, archive.truth).to_parquet(dataset / "arterial.parquet")
+    config = micro_ldm_config()
+    train_vae(dataset, config, base / "vae")
+    train_ldm(dataset, base / "vae", config, base / "ldm")
+    return DiffusionData(dataset, base / "vae", base / "ldm")

@@ -116,3 +116,68 @@ def test_repository_phantom_config_is_valid() -> None:
     config = load_config(path, PhantomConfig, "phantom")
 
     assert 64 <= config.image_size <= 2048
+
+
+# --- latent diffusion configurations ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_paper_config_has_the_papers_parameter_counts() -> None:
+    import torch
+
+    from angiosynth.config import LDMConfig
+    from angiosynth.models.autoencoder import build_vae
+    from angiosynth.models.text_encoder import PromptTokenizer, TextEncoder
+    from angiosynth.models.unet import build_unet
+
+    config = load_config(ROOT / "configs" / "paper.yaml", LDMConfig)
+    assert (config.train_ldm.batch_size, config.train_ldm.lr) == (96, 5e-5)
+    assert (config.train_vae.batch_size, config.train_vae.lr) == (20, 2e-5)
+    assert (config.diffusion.beta_start, config.diffusion.beta_end) == (0.0015, 0.0195)
+    assert config.diffusion.num_train_timesteps == 1000
+    with torch.device("meta"):
+        vae = build_vae(config.vae, config.data.image_size)
+        unet = build_unet(config.unet, 3, config.latent_size, config.text_encoder.width)
+        text = TextEncoder(PromptTokenizer.from_template().vocab_size, 32, width=512, layers=4)
+
+    assert round(_parameters(vae) / 1e6, 1) == 55.3
+    assert round(_parameters(unet) / 1e6, 1) == 499.6
+    assert config.latent_size == 64 and config.vae.downsampling == 4
+    assert unet.config.attention_head_dim == (7, 14, 28, 28)  # heads: 32 channels each
+    assert 12e6 < _parameters(text) < 13e6
+
+
+def test_tiny_config_scales_the_same_pipeline_down() -> None:
+    from angiosynth.config import LDMConfig
+
+    tiny = load_config(ROOT / "configs" / "tiny.yaml", LDMConfig)
+    assert tiny.data.image_size == 64 and tiny.latent_size == 16
+    assert tiny.unet.block_out_channels == (32, 64, 64)
+    assert tiny.diffusion == LDMConfig().diffusion
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("unet:\n  channels: [1]\n", r"unet\.channels: Extra inputs are not permitted"),
+        ("train_ldm:\n  lr: -1\n", r"train_ldm\.lr: Input should be greater than 0"),
+        ("data:\n  image_size: 100\n", r"image_size 100 must be divisible by 32"),
+        ("sample:\n  sampler: euler\n", r"sampler must be one of ddpm, ddim, dpmpp"),
+        ("unet:\n  attention_head_dim: [7, 14]\n", r"attention_head_dim needs 4 entries"),
+        ("vae:\n  norm_num_groups: 48\n", r"vae: 128 channels are not divisible by"),
+        ("text_encoder:\n  heads: 5\n", r"width 512 is not divisible by heads 5"),
+        ("diffusion:\n  beta_schedule: cosine\n", r"beta_schedule must be scaled_linear"),
+    ],
+)
+def test_ldm_config_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    from angiosynth.config import LDMConfig
+
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path, LDMConfig)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

@@ -5,6 +5,9 @@ Like `config`, this module imports nothing else from angiosynth, so every stage 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 #: The four canonical conditions of the reader study, in the paper's order.
 CONDITIONS = ("AC A", "PC A", "AC B", "PC B")
 #: Every view label, the canonical ones followed by the catch-all.
@@ -69,3 +72,47 @@ def prompt_for(circulation: str, plane: str, primary: float, secondary: float) -
         primary=prompt_angle(primary, target_primary),
         secondary=prompt_angle(secondary, target_secondary),
     )
+
+
+_PROMPT_PATTERN = re.compile(
+    r"this is an? (?P<circulation>anterior|posterior) dsa scan taken in plane (?P<plane>[ab]), "
+    r"with a primary angle of (?P<primary>-?\d+)° and a secondary angle of (?P<secondary>-?\d+)°\.?"
+)
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What a template prompt asks for (circulation, plane, angles) and its view (condition)."""
+
+    circulation: str
+    plane: str
+    primary_angle: float
+    secondary_angle: float
+
+    @property
+    def view(self) -> str:
+        """AC A, PC A, AC B, PC B or Others."""
+        return canonical_view(
+            self.circulation, self.plane, self.primary_angle, self.secondary_angle
+        )
+
+
+def parse_prompt(prompt: str) -> PromptView | None:
+    """Reads circulation, plane and angles back from a template sentence (case and spacing
+    ignored); None when the prompt does not follow the template (e.g. the empty prompt)."""
+    match = _PROMPT_PATTERN.fullmatch(" ".join(prompt.lower().split()))
+    if match is None:
+        return None
+    return PromptView(
+        match["circulation"], match["plane"].upper(),
+        float(match["primary"]), float(match["secondary"]),
+    )  # fmt: skip
+
+
+def condition_prompt(condition: str) -> str:
+    """The prompt of a condition ("AC A", "PC A", "AC B", "PC B") at its canonical angles."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    prefix, plane = condition.split()
+    circulation = next(c for c, p in _PREFIX.items() if p == prefix)
+    return prompt_for(circulation, plane, *CANONICAL_ANGLES[plane])

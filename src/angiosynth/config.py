@@ -82,3 +82,254 @@ def load_config(path: Path, model: type[Model], section: str | None = None) -> M
         first = err.errors()[0]
         where = ".".join(str(x) for x in ((section,) if section else ()) + tuple(first["loc"]))
         raise ConfigError(f"{path}: {where or 'config'}: {first['msg']}") from err
+
+
+# --- latent diffusion (configs/paper.yaml, configs/tiny.yaml) -------------------------------
+
+
+class DataConfig(StrictModel):
+    """Which frames a diffusion run learns from.
+
+    Attributes:
+        image_size: frames are resized to this side (the curated frames are 256 by default).
+        train_split, val_split: dataset splits used for training and validation.
+    """
+
+    image_size: int = Field(256, ge=16, le=1024)
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+class VAEConfig(StrictModel):
+    """diffusers AutoencoderKL with one image channel (SPEC.md "Models").
+
+    Each entry of `block_out_channels` is one encoder level; every level after the first halves
+    the resolution, so 3 levels give the paper's f = 4 (256 x 256 -> 64 x 64 x 3).
+    """
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = Field(2, ge=1)
+    latent_channels: int = Field(3, ge=1)
+    norm_num_groups: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> VAEConfig:
+        _check_divisible(self.block_out_channels, self.norm_num_groups, "vae")
+        return self
+
+    @property
+    def downsampling(self) -> int:
+        """Image side / latent side."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+class TextEncoderConfig(StrictModel):
+    """The BERT-style prompt encoder trained from scratch (models.text_encoder)."""
+
+    width: int = Field(512, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(8, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    max_length: int = Field(32, ge=8)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TextEncoderConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+class UNetConfig(StrictModel):
+    """diffusers UNet2DConditionModel (SPEC.md "Models").
+
+    `attention_head_dim` is, as in diffusers, the number of heads per level (896 / 28 = 32
+    channels per head in the paper's deepest level), not the width of a head.
+    """
+
+    block_out_channels: tuple[int, ...] = (224, 448, 896, 896)
+    layers_per_block: int = Field(2, ge=1)
+    down_block_types: tuple[str, ...] = (
+        "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+    )  # fmt: skip
+    up_block_types: tuple[str, ...] = (
+        "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D",
+    )  # fmt: skip
+    attention_head_dim: tuple[int, ...] = (7, 14, 28, 28)
+    transformer_layers_per_block: int = Field(1, ge=1)
+    norm_num_groups: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> UNetConfig:
+        n = len(self.block_out_channels)
+        for name in ("down_block_types", "up_block_types", "attention_head_dim"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} needs {n} entries (one per level of block_out_channels)")
+        _check_divisible(self.block_out_channels, self.norm_num_groups, "unet")
+        for channels, heads in zip(self.block_out_channels, self.attention_head_dim, strict=True):
+            if channels % heads:
+                raise ValueError(f"{channels} channels are not divisible into {heads} heads")
+        return self
+
+
+class DiffusionConfig(StrictModel):
+    """The DDPM forward process. CompVis' "linear" schedule is diffusers' "scaled_linear":
+    betas = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2."""
+
+    num_train_timesteps: int = Field(1000, ge=10)
+    beta_start: float = Field(0.0015, gt=0, lt=1)
+    beta_end: float = Field(0.0195, gt=0, lt=1)
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if self.beta_schedule not in ("scaled_linear", "linear"):
+            raise ValueError(
+                f"beta_schedule must be scaled_linear or linear, got {self.beta_schedule}"
+            )
+        if self.prediction_type != "epsilon":
+            raise ValueError("only epsilon prediction is supported (the paper's)")
+        if self.beta_end <= self.beta_start:
+            raise ValueError("beta_end must exceed beta_start")
+        return self
+
+
+PERCEPTUAL_LOSSES = ("auto", "lpips", "stlpips", "none")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+class VAETrainConfig(StrictModel):
+    """Autoencoder training (paper §4.3: batch 20, lr 2e-5, <= 100 epochs, patience 10).
+
+    Attributes:
+        perceptual: "lpips" (VGG LPIPS; needs torchvision's ImageNet VGG-16 in the torch hub
+            cache), "stlpips" (shift-tolerant LPIPS, ships its VGG weights), "auto" (lpips when
+            cached, else stlpips) or "none". The run's config names the loss used.
+        perceptual_net: the perceptual loss's backbone, "vgg" (the paper's) or "alex".
+        gan_weight: weight of an optional PatchGAN hinge loss (0 = off), from `gan_start_step`.
+        max_steps: stop after this many optimiser steps (None: epochs decide).
+        betas: AdamW's betas (CompVis' autoencoder: 0.5, 0.9).
+    """
+
+    batch_size: int = Field(20, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    betas: tuple[float, float] = (0.5, 0.9)
+    epochs: int = Field(100, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    patience: int = Field(10, ge=1)
+    l1_weight: float = Field(1.0, ge=0)
+    perceptual: str = "auto"
+    perceptual_net: str = "vgg"
+    perceptual_weight: float = Field(1.0, ge=0)
+    kl_weight: float = Field(1e-6, ge=0)
+    gan_weight: float = Field(0.0, ge=0)
+    gan_start_step: int = Field(0, ge=0)
+    mixed_precision: str = "no"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> VAETrainConfig:
+        _check_choice(self.perceptual, PERCEPTUAL_LOSSES, "perceptual")
+        _check_choice(self.perceptual_net, ("vgg", "alex"), "perceptual_net")
+        _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
+        return self
+
+
+class LDMTrainConfig(StrictModel):
+    """Latent diffusion training (paper §4.4-4.5: batch 96, lr 5e-5, <= 50 epochs).
+
+    Attributes:
+        batch_size: global batch (split over processes; times `gradient_accumulation`).
+        scale_lr: multiply `lr` by processes x batch x accumulation as CompVis does by default
+            (False: `lr` is the learning rate used).
+        max_steps: stop after this many optimiser steps (None: epochs decide).
+        ema_decay: EMA decay (diffusers EMAModel, with warm-up when `ema_warmup`).
+        condition_dropout: share of prompts replaced by the empty prompt (classifier-free
+            guidance); 1.0 trains an unconditional model.
+        condition_balanced: draw the four views (AC A, PC A, AC B, PC B) equally often.
+        cache_latents: encode the frames once into RUN/latents.npy (memory-mapped), else per batch.
+        checkpoint_every, keep_checkpoints: checkpoint period in steps, and how many to keep.
+    """
+
+    batch_size: int = Field(96, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    scale_lr: bool = False
+    lr_warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    epochs: int = Field(50, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    ema_decay: float = Field(0.9999, gt=0, lt=1)
+    ema_warmup: bool = True
+    condition_dropout: float = Field(0.1, ge=0, le=1)
+    condition_balanced: bool = False
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    cache_latents: bool = True
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> LDMTrainConfig:
+        _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
+        return self
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp")
+
+
+class SampleConfig(StrictModel):
+    """Sampling defaults (paper: ancestral DDPM, 1000 steps, no guidance)."""
+
+    sampler: str = "ddpm"
+    steps: int = Field(1000, ge=1)
+    guidance: float = Field(1.0, ge=0)
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SampleConfig:
+        _check_choice(self.sampler, SAMPLERS, "sampler")
+        return self
+
+
+class LDMConfig(StrictModel):
+    """A whole latent-diffusion configuration (configs/paper.yaml, configs/tiny.yaml)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    vae: VAEConfig = Field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
+    unet: UNetConfig = Field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train_vae: VAETrainConfig = Field(default_factory=VAETrainConfig)
+    train_ldm: LDMTrainConfig = Field(default_factory=LDMTrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> LDMConfig:
+        factor = self.vae.downsampling * 2 ** (len(self.unet.block_out_channels) - 1)
+        if self.data.image_size % factor:
+            raise ValueError(
+                f"data.image_size {self.data.image_size} must be divisible by {factor} "
+                "(VAE and UNet downsampling)"
+            )
+        return self
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latents the UNet denoises."""
+        return self.data.image_size // self.vae.downsampling
+
+
+def _check_divisible(channels: tuple[int, ...], groups: int, where: str) -> None:
+    for c in channels:
+        if c % groups:
+            raise ValueError(f"{where}: {c} channels are not divisible by norm_num_groups {groups}")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

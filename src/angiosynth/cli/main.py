@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import curate, phantom, phase
+from angiosynth.cli import curate, phantom, phase, sample, train
 
 app = typer.Typer(
     name="angiosynth",
@@ -19,6 +19,8 @@ app = typer.Typer(
 app.command("phantom")(phantom.phantom)
 app.command("curate")(curate.curate_command)
 app.add_typer(phase.app, name="phase")
+app.add_typer(train.app, name="train")
+app.command("sample")(sample.sample_command)
 
 
 def _version(value: bool) -> None:
@@ -34,3 +36,7 @@ def main(
     ),
 ) -> None:
     """Synthetic X-ray angiography toolkit."""
+
+
+if __name__ == "__main__":  # `python -m angiosynth.cli.main`, e.g. under `accelerate launch -m`
+    app()

@@ -1,0 +1,117 @@
+"""`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from angiosynth.cli._common import fail, progress_bar
+from angiosynth.config import ConfigError, LDMConfig, load_config
+from angiosynth.curation.dataset import DatasetError
+
+app = typer.Typer(
+    help="Train the autoencoder (`vae`) and the latent diffusion model (`ldm`).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+
+_ERRORS = (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError)
+
+
+def load_ldm_config(path: Path | None, max_steps: int | None, seed: int | None, section: str):
+    """The configuration of `path` (default: the paper's), with CLI overrides of one section."""
+    config = LDMConfig() if path is None else load_config(path, LDMConfig)
+    updates = {k: v for k, v in (("max_steps", max_steps), ("seed", seed)) if v is not None}
+    if not updates:
+        return config
+    part = getattr(config, section).model_copy(update=updates)
+    return config.model_copy(update={section: part})
+
+
+@app.command("vae")
+def vae_command(
+    dataset: Path = typer.Argument(..., help="Curated dataset with arterial.parquet."),
+    config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
+                                help="YAML configuration [default: the paper's numbers]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override train_vae.max_steps."),
+    seed: int = typer.Option(None, "--seed", help="Override train_vae.seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model in OUT."),
+) -> None:  # fmt: skip
+    """Train the 1-channel AutoencoderKL on the arterial frames of the training split.
+
+    Loss: L1 + LPIPS (`train_vae.perceptual`: lpips when torchvision's VGG-16 is in the torch
+    cache, else the shift-tolerant LPIPS whose weights ship with `stlpips-pytorch`) + KL, and an
+    optional PatchGAN term. The validation loss is measured each epoch; the best epoch is kept
+    and training stops after `patience` epochs without improvement. The latent scale factor
+    1 / std(z) is then measured on training latents and stored in OUT/vae/config.json.
+
+    Writes OUT/config.yaml, OUT/vae/ (safetensors), OUT/log.jsonl, OUT/metrics.json. Runs under
+    `accelerate launch` unchanged.
+    """
+    from angiosynth.training.vae import train_vae
+
+    try:
+        cfg = load_ldm_config(config, max_steps, seed, "train_vae")
+        result = train_vae(dataset, cfg, out, progress_bar, _print_epoch, overwrite)
+    except _ERRORS as err:
+        fail(str(err))
+    typer.echo(
+        f"autoencoder: {out}/vae (best validation loss {result.best_val_loss:.4f} after "
+        f"{result.epochs} epochs, {result.steps} steps; perceptual {result.perceptual}; "
+        f"scale factor {result.scale_factor:.4f}; {result.seconds:.0f} s)"
+    )
+
+
+def _print_epoch(record: dict) -> None:
+    typer.echo(
+        f"epoch {record['epoch']}: train {record['train_loss']:.4f}, validation "
+        f"{record['val_loss']:.4f} ({record['seconds']:.0f} s)"
+    )
+
+
+@app.command("ldm")
+def ldm_command(
+    dataset: Path = typer.Argument(..., help="Curated dataset with arterial.parquet."),
+    vae: Path = typer.Option(..., "--vae", help="Run directory of `angiosynth train vae`."),
+    config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
+                                help="YAML configuration [default: the paper's numbers]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override train_ldm.max_steps."),
+    seed: int = typer.Option(None, "--seed", help="Override train_ldm.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's latest checkpoint."),
+    unconditional: bool = typer.Option(False, "--unconditional",
+                                       help="Train without prompts (every prompt empty)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in OUT."),
+) -> None:  # fmt: skip
+    """Train the conditional latent diffusion model (UNet + prompt encoder) on cached latents.
+
+    Epsilon-prediction MSE under the DDPM schedule of the config (CompVis "linear" betas
+    0.0015-0.0195, T = 1000), AdamW over UNet and text encoder, EMA of the weights, condition
+    dropout for classifier-free guidance, optional condition-balanced batches, gradient
+    clipping, bf16/fp16 (`train_ldm.mixed_precision`) and gradient checkpointing.
+
+    Checkpoints (every `checkpoint_every` steps, the last `keep_checkpoints` kept) hold model,
+    EMA, optimiser, LR schedule, RNG states and the step; `--resume` continues exactly (the
+    same steps as an uninterrupted run). The same command runs on N GPUs or nodes with
+    `accelerate launch -m angiosynth.cli.main train ldm ...`.
+
+    Writes OUT/config.yaml, vae/, unet/, text_encoder/, scheduler/, checkpoints/, log.jsonl,
+    metrics.json.
+    """
+    from angiosynth.training.ldm import ResumeError, train_ldm
+
+    try:
+        cfg = load_ldm_config(config, max_steps, seed, "train_ldm")
+        result = train_ldm(
+            dataset, vae, cfg, out, unconditional=unconditional, resume=resume,
+            overwrite=overwrite, progress=progress_bar,
+        )  # fmt: skip
+    except (*_ERRORS, ResumeError) as err:
+        fail(str(err))
+    typer.echo(
+        f"latent diffusion model: {out} ({result.steps} steps, last loss "
+        f"{result.final_loss:.4f}, {result.seconds:.0f} s)"
+    )

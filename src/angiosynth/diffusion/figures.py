@@ -1,0 +1,76 @@
+"""Figures of sampling runs: synthetic frames beside real frames of the same condition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from angiosynth.conditions import CONDITIONS
+from angiosynth.curation.dataset import CuratedDataset
+from angiosynth.data.phase import resize_frames
+from angiosynth.diffusion.sampling import SAMPLES_FILE
+
+#: Real frames are drawn from these splits, the first that has frames of the condition.
+REAL_SPLITS = ("test", "val", "train")
+
+
+def condition_grid(
+    samples_dir: Path, dataset_root: Path, out: Path, per_condition: int = 4, seed: int = 0
+) -> Path:
+    """One row per condition: `per_condition` real frames, then as many synthetic ones.
+
+    Real frames come from the arterial selection of the curated dataset (test split first),
+    resized to the samples' size. Writes `out` (PNG; a PDF beside it) and returns it.
+    """
+    samples = pd.read_parquet(Path(samples_dir) / SAMPLES_FILE)
+    conditions = [c for c in CONDITIONS if (samples["condition"] == c).any()]
+    if not conditions:
+        raise ValueError(f"{samples_dir}: no samples of the conditions {', '.join(CONDITIONS)}")
+    dataset = CuratedDataset(dataset_root)
+    rng = np.random.default_rng(seed)
+    rows, cols = len(conditions), 2 * per_condition
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.3), squeeze=False)
+    for row, condition in zip(axes, conditions, strict=True):
+        fake = samples[samples["condition"] == condition].head(per_condition)
+        images = [np.asarray(Image.open(Path(samples_dir) / f)) for f in fake["file"]]
+        size = images[0].shape[0]
+        real = _real_frames(dataset, condition, per_condition, size, rng)
+        _show_row(row, real, images, condition)
+    fig.suptitle("real (left) | synthetic (right)", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=150)
+    fig.savefig(out.with_suffix(".pdf"))
+    plt.close(fig)
+    return out
+
+
+def _real_frames(dataset, condition: str, n: int, size: int, rng) -> list[np.ndarray]:
+    rows = dataset.arterial()
+    for split in REAL_SPLITS:
+        chosen = rows[(rows["view"] == condition) & (rows["split"] == split)]
+        if len(chosen):
+            ids = rng.choice(chosen["frame_id"].to_numpy(), min(n, len(chosen)), replace=False)
+            frames = resize_frames(torch.from_numpy(dataset.read(np.sort(ids)))[:, None], size)
+            return [np.round(f[0].numpy() * 255).astype(np.uint8) for f in frames]
+    return []
+
+
+def _show_row(axes, real: list[np.ndarray], fake: list[np.ndarray], condition: str) -> None:
+    half = len(axes) // 2
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        image = real[i] if i < half and i < len(real) else None
+        if i >= half and i - half < len(fake):
+            image = fake[i - half]
+        if image is not None:
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_ylabel(condition, fontsize=9)
