@@ -158,15 +158,15 @@ def _build_dataset(frames: np.ndarray, info: XASeriesInfo, bits_stored: int) -> 
     _add_display_shutter(ds, info)
     _add_xray_acquisition(ds, info, rows=frames.shape[1], cols=frames.shape[2])
     _add_positioner(ds, info)
-    ds.file_meta = _file_meta(info)
+    ds.file_meta = file_meta(XRayAngiographicImageStorage, info.sop_instance_uid)
     return ds
 
 
-def _file_meta(info: XASeriesInfo) -> FileMetaDataset:
+def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
     """File Meta Information for an uncompressed Explicit VR Little Endian file."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = XRayAngiographicImageStorage
-    meta.MediaStorageSOPInstanceUID = info.sop_instance_uid
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"ANGIOSYNTH_{__version__}"[:16]

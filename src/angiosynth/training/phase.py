@@ -66,7 +66,7 @@ from angiosynth.data.phase import (
     train_transform,
 )
 from angiosynth.models.classifiers import PHASE_ARCHITECTURE, phase_classifier
-from angiosynth.training.rundir import write_json_atomic, write_jsonl_atomic
+from angiosynth.runfiles import write_json_atomic, write_jsonl_atomic
 
 Progress = Callable[[Iterable, int, str], Iterator]
 

@@ -36,6 +36,7 @@ from angiosynth.config import LDMConfig
 from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.data.diffusion import ArterialImages, arterial_rows
 from angiosynth.models.autoencoder import PatchDiscriminator, build_vae
+from angiosynth.runfiles import append_jsonl, write_json_atomic, write_yaml_atomic
 from angiosynth.training.losses import (
     PerceptualLoss,
     hinge_discriminator_loss,
@@ -43,7 +44,6 @@ from angiosynth.training.losses import (
     kl_divergence,
     resolve_perceptual,
 )
-from angiosynth.training.rundir import append_jsonl, write_json_atomic, write_yaml_atomic
 
 VAE_DIR = "vae"
 CONFIG_FILE = "config.yaml"

@@ -1,4 +1,7 @@
-"""Files of a run directory, written so that an interrupted run never leaves half a file."""
+"""Files of run directories, written so that an interrupted run never leaves half a file.
+
+Like `config`, this module imports nothing else from angiosynth.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +40,3 @@ def append_jsonl(path: Path, record: dict) -> None:
     """Appends one JSON line (a log that grows during training)."""
     with Path(path).open("a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file ([] when it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
