@@ -11,14 +11,19 @@ SEED ?= 0
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
 
-## The main job on the embedded default data: phantom archive -> curated dataset -> arterial frames.
+## The main job on the embedded default data: phantom archive -> curated dataset -> arterial
+## frames -> autoencoder -> latent diffusion model -> samples per condition beside real frames.
 demo: setup
 	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --overwrite
 	rm -rf $(DEMO_DIR)/dataset
 	$(BIN)/angiosynth curate $(DEMO_DIR)/archive/dicom --out $(DEMO_DIR)/dataset --seed $(SEED) --workers $(WORKERS)
 	$(BIN)/angiosynth phase train $(DEMO_DIR)/dataset --annotations $(DEMO_DIR)/archive/annotations.csv --out $(DEMO_DIR)/phase-model --seed $(SEED) --overwrite
 	$(BIN)/angiosynth phase select $(DEMO_DIR)/dataset --model $(DEMO_DIR)/phase-model
-	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md"
+	$(BIN)/angiosynth train vae $(DEMO_DIR)/dataset --config configs/tiny.yaml --out $(DEMO_DIR)/vae --seed $(SEED) --overwrite
+	$(BIN)/angiosynth train ldm $(DEMO_DIR)/dataset --vae $(DEMO_DIR)/vae --config configs/tiny.yaml --out $(DEMO_DIR)/ldm --seed $(SEED) --overwrite
+	rm -rf $(DEMO_DIR)/samples
+	$(BIN)/angiosynth sample $(DEMO_DIR)/ldm --design conditions --n 4 --seed $(SEED) --real $(DEMO_DIR)/dataset --out $(DEMO_DIR)/samples
+	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md, samples $(DEMO_DIR)/samples/grid.png"
 
 ## The whole test suite, slow tests included (what CI runs).
 test: setup
@@ -41,6 +46,7 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/phantom.py
 	$(BIN)/python benchmarks/curate.py
+	$(BIN)/python benchmarks/sampling.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -240,9 +240,10 @@ class LDMTrainConfig(StrictModel):
     """Latent diffusion training (paper §4.4-4.5: batch 96, lr 5e-5, <= 50 epochs).
 
     Attributes:
-        batch_size: global batch (split over processes; times `gradient_accumulation`).
-        scale_lr: multiply `lr` by processes x batch x accumulation as CompVis does by default
-            (False: `lr` is the learning rate used).
+        batch_size: images per optimiser step, over all processes and accumulation
+            micro-batches (each process draws batch_size / processes / accumulation at a time).
+        scale_lr: multiply `lr` by processes x batch per process x accumulation (= batch_size),
+            as CompVis does by default (False: `lr` is the learning rate used).
         max_steps: stop after this many optimiser steps (None: epochs decide).
         ema_decay: EMA decay (diffusers EMAModel, with warm-up when `ema_warmup`).
         condition_dropout: share of prompts replaced by the empty prompt (classifier-free
@@ -276,6 +277,11 @@ class LDMTrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> LDMTrainConfig:
         _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
+        if self.batch_size % self.gradient_accumulation:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by gradient_accumulation "
+                f"{self.gradient_accumulation}"
+            )
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,15 @@ def test_sample_writes_pngs_dicom_and_the_table(sampled: Path):
     assert dicom.ConversionType == "SYN" and "SYNTHETIC" in dicom.SeriesDescription
     assert float(dicom.PositionerPrimaryAngle) == 0.0
     np.testing.assert_array_equal(dicom.pixel_array, image16)
+
+
+def test_sample_writes_its_settings_and_a_log(sampled: Path):
+    settings = json.loads((sampled / "sample.json").read_text())
+    log = [json.loads(line) for line in (sampled / "log.jsonl").read_text().splitlines()]
+
+    assert settings["sampler"] == "dpmpp" and settings["images"] == 8
+    assert settings["model_hash"] == pd.read_parquet(sampled / "samples.parquet")["model_hash"][0]
+    assert [r["images"] for r in log] == [3, 3, 2] and all(r["seconds"] > 0 for r in log)
 
 
 def test_sample_draws_the_condition_grid(sampled: Path):

@@ -211,3 +211,19 @@ def test_two_processes_under_accelerate_launch(diffusion_data: DiffusionData, tm
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 4
     assert (tmp_path / "run" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_gradient_accumulation_trains(diffusion_data, tmp_path):
+    config = micro_ldm_config(gradient_accumulation=2, max_steps=2, lr_warmup_steps=2)
+    result = train_ldm(diffusion_data.dataset, diffusion_data.vae_run, config, tmp_path / "run")
+
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert result.steps == 2 and np.isfinite(result.final_loss)
+    assert log[-1]["lr"] == pytest.approx(1e-3)  # warm-up counted in optimiser steps
+
+
+def test_batch_must_split_into_accumulation_steps():
+    from angiosynth.config import LDMTrainConfig
+
+    with pytest.raises(ValueError, match="not divisible by gradient_accumulation 3"):
+        LDMTrainConfig(batch_size=8, gradient_accumulation=3)

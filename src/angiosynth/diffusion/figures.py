@@ -15,7 +15,7 @@ from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.data.phase import resize_frames
 from angiosynth.diffusion.sampling import SAMPLES_FILE
 
-#: Real frames are drawn from these splits, the first that has frames of the condition.
+#: Real frames are drawn from these splits, in this order of preference.
 REAL_SPLITS = ("test", "val", "train")
 
 
@@ -51,14 +51,21 @@ def condition_grid(
 
 
 def _real_frames(dataset, condition: str, n: int, size: int, rng) -> list[np.ndarray]:
+    """Up to `n` arterial frames of `condition`, the most probable frame of as many different
+    series as possible, test split first."""
     rows = dataset.arterial()
-    for split in REAL_SPLITS:
-        chosen = rows[(rows["view"] == condition) & (rows["split"] == split)]
-        if len(chosen):
-            ids = rng.choice(chosen["frame_id"].to_numpy(), min(n, len(chosen)), replace=False)
-            frames = resize_frames(torch.from_numpy(dataset.read(np.sort(ids)))[:, None], size)
-            return [np.round(f[0].numpy() * 255).astype(np.uint8) for f in frames]
-    return []
+    rows = rows[rows["view"] == condition]
+    rows = rows.assign(order=rows["split"].map({s: i for i, s in enumerate(REAL_SPLITS)}))
+    rows = rows.iloc[rng.permutation(len(rows))].sort_values(
+        ["order", "probability"], ascending=[True, False], kind="stable"
+    )
+    rank = rows.groupby("series_uid").cumcount()
+    chosen = rows.assign(rank=rank).sort_values(["rank", "order"], kind="stable").head(n)
+    if chosen.empty:
+        return []
+    frames = dataset.read(chosen["frame_id"].to_numpy())
+    frames = resize_frames(torch.from_numpy(frames)[:, None], size)
+    return [np.round(f[0].numpy() * 255).astype(np.uint8) for f in frames]
 
 
 def _show_row(axes, real: list[np.ndarray], fake: list[np.ndarray], condition: str) -> None:

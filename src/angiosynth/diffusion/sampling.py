@@ -8,6 +8,8 @@ An output folder holds::
       dicom/<name>.dcm    with --dicom: Secondary Capture, marked synthetic (dicom.synthetic)
       samples.parquet     one row per image: file, file16, prompt, condition, seed, sampler,
                           steps, guidance, model_hash, batch, index
+      sample.json         the run's settings (model, sampler, steps, guidance, seed, processes)
+      log.jsonl           one line per batch drawn (process, images, seconds)
 
 Each image's seed is the run's seed + its index, so images repeat exactly whatever the batch
 size or the number of processes (`accelerate launch` shards the list over processes).
@@ -16,6 +18,7 @@ size or the number of processes (`accelerate launch` shards the list over proces
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +31,11 @@ from PIL import Image
 
 from angiosynth.conditions import CONDITIONS, condition_prompt, parse_prompt
 from angiosynth.diffusion.pipeline import LatentDiffusion
+from angiosynth.runfiles import append_jsonl, write_json_atomic
 
 SAMPLES_FILE = "samples.parquet"
+SETTINGS_FILE = "sample.json"
+LOG_FILE = "log.jsonl"
 DESIGNS = ("reader-study", "conditions")
 #: The paper's reader-study sampling: 10 batches x 40 images, 10 per condition per batch.
 READER_STUDY_BATCHES, READER_STUDY_PER_CONDITION = 10, 10
@@ -129,15 +135,24 @@ def sample_to_directory(
         (out / sub).mkdir(parents=True, exist_ok=True)
     settings = {"sampler": sampler, "steps": steps, "guidance": guidance,
                 "model_hash": model.model_hash}  # fmt: skip
+    if state.is_main_process:
+        (out / LOG_FILE).unlink(missing_ok=True)
+        write_json_atomic(out / SETTINGS_FILE, {**settings, "images": len(requests),
+                          "processes": state.num_processes, "dicom": dicom})  # fmt: skip
+    state.wait_for_everyone()
     rows = []
     with state.split_between_processes(requests) as mine:
         batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
         loop = progress(batches, len(batches), "sample") if progress else batches
         for batch in loop:
+            start = time.monotonic()
             images = model.sample([r.prompt for r in batch], [r.seed for r in batch],
                                   sampler, steps, guidance)  # fmt: skip
             for request, image in zip(batch, images[:, 0], strict=True):
                 rows.append(_write_sample(out, request, image, settings, dicom))
+            append_jsonl(out / LOG_FILE, {"process": state.process_index, "images": len(batch),
+                         "first_index": batch[0].index,
+                         "seconds": round(time.monotonic() - start, 3)})  # fmt: skip
     part = out / f".samples-{state.process_index}.parquet"
     pd.DataFrame(rows, columns=_COLUMNS).to_parquet(part, index=False)
     state.wait_for_everyone()

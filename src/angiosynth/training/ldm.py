@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -56,7 +58,7 @@ from angiosynth.diffusion.schedulers import training_scheduler
 from angiosynth.models.denoiser import Denoiser
 from angiosynth.models.text_encoder import PromptTokenizer, TextEncoder, save_text_encoder
 from angiosynth.models.unet import build_unet
-from angiosynth.training.rundir import append_jsonl, write_json_atomic, write_yaml_atomic
+from angiosynth.runfiles import append_jsonl, write_json_atomic, write_yaml_atomic
 from angiosynth.training.vae import VAE_DIR
 
 CONFIG_FILE = "config.yaml"
@@ -124,8 +126,15 @@ def train_ldm(
         )
         cfg = config.train_ldm
     _check_out(out, resume, overwrite)
+    # Batches are drawn by step, not from a DataLoader, so accumulation must not follow one;
+    # the LR schedule counts optimiser steps, whatever the number of processes.
+    accumulation = GradientAccumulationPlugin(
+        num_steps=cfg.gradient_accumulation, sync_with_dataloader=False
+    )
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_plugin=accumulation,
+        step_scheduler_with_optimizer=False,
     )
     vae = _load_vae(vae_run)
     dataset = CuratedDataset(dataset_root)
@@ -133,6 +142,8 @@ def train_ldm(
     resolved = _resolved_config(config, dataset.root, vae_run, vae, unconditional)
     if resume:
         _check_resumable(out, resolved)
+        if accelerator.is_main_process:
+            write_yaml_atomic(out / CONFIG_FILE, resolved)  # with the new length, if changed
     elif accelerator.is_main_process:
         _start_run_dir(out, vae_run, resolved)
     accelerator.wait_for_everyone()
@@ -198,8 +209,6 @@ def _start_run_dir(out: Path, vae_run: Path, resolved: dict) -> None:
 
 
 def _check_resumable(out: Path, resolved: dict) -> None:
-    import yaml
-
     saved = yaml.safe_load((out / CONFIG_FILE).read_text())
     for key in sorted(set(saved) | set(resolved)):
         a, b = saved.get(key), resolved.get(key)
@@ -318,6 +327,11 @@ class _LDMFit:
             latents,
             scale,
         )
+        if cfg.batch_size // cfg.gradient_accumulation < accelerator.num_processes:
+            raise ValueError(
+                f"train_ldm.batch_size {cfg.batch_size} leaves no images for some of the "
+                f"{accelerator.num_processes} processes"
+            )
         self.prompts = rows["prompt"].tolist()
         self.weights = view_weights(rows["view"]) if cfg.condition_balanced else None
         self.steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
@@ -330,8 +344,8 @@ class _LDMFit:
             denoiser.unet.enable_gradient_checkpointing()
         self.ema = EMAModel(denoiser.parameters(), decay=cfg.ema_decay,
                             use_ema_warmup=cfg.ema_warmup, power=3 / 4)  # fmt: skip
-        lr = cfg.lr * (accelerator.num_processes * cfg.batch_size * cfg.gradient_accumulation
-                       if cfg.scale_lr else 1)  # fmt: skip
+        # CompVis' scaling: processes x batch per process x accumulation = images per step
+        lr = cfg.lr * cfg.batch_size if cfg.scale_lr else cfg.lr
         optimizer = torch.optim.AdamW(denoiser.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         schedule = get_scheduler("constant_with_warmup", optimizer,
                                  num_warmup_steps=cfg.lr_warmup_steps)  # fmt: skip
@@ -370,7 +384,8 @@ class _LDMFit:
                         self.model.parameters(), self.cfg.max_grad_norm
                     )
                 self.optimizer.step()
-                self.lr_schedule.step()
+                if self.accelerator.sync_gradients:
+                    self.lr_schedule.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach().item() / accumulation
         self.ema.step(self.model.parameters())
