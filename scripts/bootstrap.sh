@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(dicom3tools)
+APT_PACKAGES=(dicom3tools chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
