@@ -311,6 +311,8 @@ class PhaseFrames(Dataset):
         labels: (N,) 0/1 labels, or None.
         transform: applied to each (1, size, size) image after resizing (training only).
         size: side of the images served.
+        via: a side the frames pass through before `size` (e.g. the native size of synthetic
+            frames a classifier will judge), or None.
     """
 
     def __init__(
@@ -320,6 +322,7 @@ class PhaseFrames(Dataset):
         labels: np.ndarray | None = None,
         transform=None,
         size: int = INPUT_SIZE,
+        via: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.frame_ids = np.asarray(frame_ids, dtype=np.int64)
@@ -327,7 +330,7 @@ class PhaseFrames(Dataset):
         self.labels = np.zeros(n, np.float32) if labels is None else np.asarray(labels, np.float32)
         if len(self.labels) != n:
             raise ValueError(f"{len(self.labels)} labels for {n} frames")
-        self.transform, self.size = transform, size
+        self.transform, self.size, self.via = transform, size, via
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -337,7 +340,10 @@ class PhaseFrames(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         ids = self.frame_ids[np.asarray(indices, dtype=np.int64)]
-        images = resize_frames(torch.from_numpy(self.dataset.read(ids))[:, None], self.size)
+        images = torch.from_numpy(self.dataset.read(ids))[:, None]
+        if self.via is not None:
+            images = resize_frames(images, self.via)
+        images = resize_frames(images, self.size)
         if self.transform is not None:
             images = [self.transform(image) for image in images]
         labels = torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])

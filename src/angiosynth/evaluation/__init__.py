@@ -1,0 +1,1 @@
+"""Evaluation of synthetic images: FID/KID, condition accuracy, memorisation, morphology."""
