@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import curate, evaluate, phantom, phase, sample, train
+from angiosynth.cli import curate, evaluate, phantom, phase, readerstudy, sample, train
 
 app = typer.Typer(
     name="angiosynth",
@@ -21,6 +21,7 @@ app.command("curate")(curate.curate_command)
 app.add_typer(phase.app, name="phase")
 app.add_typer(train.app, name="train")
 app.command("sample")(sample.sample_command)
+app.add_typer(readerstudy.app, name="reader-study")
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("fid")(evaluate.fid_command)
 

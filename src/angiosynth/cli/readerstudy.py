@@ -1,0 +1,185 @@
+"""`angiosynth reader-study`: create, serve, export and simulate a blinded expert reader study."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from angiosynth.cli._common import fail, progress_bar
+
+app = typer.Typer(
+    help="Expert reader study (paper §2.4): a screener keeps or discards each synthetic image, "
+    "then blinded raters score three arterial segments per image in a local web app.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+
+_ERRORS = (FileExistsError, FileNotFoundError, ValueError, OSError, ImportError,
+           SQLAlchemyError)  # fmt: skip
+_DB_HELP = ("SQLAlchemy URL of the database (sqlite:///... or postgresql://...) "
+            "[default: STUDY/study.db, SQLite in WAL mode].")  # fmt: skip
+
+
+def _rater_names(values: list[str]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@app.command("create")
+def create_command(
+    samples: Path = typer.Argument(..., file_okay=False,
+                                   help="Folder of `angiosynth sample --design reader-study` "
+                                   "(with samples.parquet), or any folder with --metadata."),
+    screener: str = typer.Option(..., "--screener", help="Name of the screening reader."),
+    raters: list[str] = typer.Option(..., "--raters", "--rater",
+                                     help="Rater names: repeat the option (--raters A --raters "
+                                     "B) or separate names by commas (--raters A,B)."),
+    out: Path = typer.Option(..., "--out", "-o", file_okay=False,
+                             help="Study folder to write (new or empty)."),
+    metadata: Path = typer.Option(None, "--metadata", dir_okay=False,
+                                  help="CSV or Parquet table with file (relative to SAMPLES) "
+                                  "and condition columns [default: SAMPLES/samples.parquet]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of each person's random image order."),
+    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url",
+                                 help="Address the server will be reached at, for the links."),
+    db: str = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:  # fmt: skip
+    """Create a study: import the images, draw each person's order, print personal links.
+
+    The images are re-encoded as plain 8-bit grayscale PNG (no metadata chunks) under opaque
+    random ids; conditions, prompts and file names stay in the database, never shown to
+    raters. One token per person (screener, each rater, admin) from `secrets.token_urlsafe`;
+    only SHA-256 hashes are stored, so the links are printed **once**: send each person their
+    own. A non-empty OUT is refused.
+    """
+    from angiosynth.readerstudy.study import create_study
+
+    names = _rater_names(raters)
+    try:
+        created = create_study(samples, out, screener=screener, raters=names,
+                               metadata=metadata, seed=seed, db_url=db,
+                               progress=progress_bar)  # fmt: skip
+    except _ERRORS as err:
+        fail(str(err))
+    typer.echo(f"study: {created.study_dir} ({created.images} images, {len(names)} raters)")
+    typer.echo("personal links (shown once; only their hashes are stored):")
+    for invitation in created.invitations:
+        typer.echo(f"  {invitation.role:8s} {invitation.name}: {invitation.link(base_url)}")
+
+
+@app.command("serve")
+def serve_command(
+    study: Path = typer.Argument(..., file_okay=False, help="Study folder (`create`)."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to bind; anything but loopback exposes the study to "
+                             "the network."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    db: str = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:  # fmt: skip
+    """Serve the study's web app (screening, rating, admin pages) with uvicorn.
+
+    Each person opens their personal link, which stores their token in a cookie (one person
+    per browser profile: the last link opened wins). Every answer is committed when given, so
+    stopping the server loses nothing already answered. Raters see the images the screener
+    has kept so far, each in their own seeded order; keyboard shortcuts are listed on the
+    pages.
+    """
+    import uvicorn
+
+    from angiosynth.readerstudy.app import create_app, uvicorn_log_config
+
+    try:
+        web_app = create_app(study, db)
+    except _ERRORS as err:
+        fail(str(err))
+    if not _is_loopback(host):
+        typer.secho(f"warning: binding to {host}: the study is reachable from the network; "
+                    "use HTTPS (a reverse proxy) beyond a trusted network",
+                    fg=typer.colors.YELLOW, err=True)  # fmt: skip
+    uvicorn.run(web_app, host=host, port=port, log_level="info", log_config=uvicorn_log_config())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command("export")
+def export_command(
+    study: Path = typer.Argument(..., file_okay=False, help="Study folder."),
+    out: Path = typer.Option(..., "--out", "-o", dir_okay=False,
+                             help="ratings.csv to write; screening.csv is written beside it."),
+    db: str = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:  # fmt: skip
+    """Export the answers as ratings.csv (long format) and screening.csv beside it.
+
+    **ratings.csv**, one row per image x rater x segment answered (kept images only):
+    `image_id` (opaque id), `condition` ("AC A", "PC A", "AC B", "PC B"), `rater` (name),
+    `segment` (proximal, medium, peripheral), `score` (1-5, NP not present, NA not
+    applicable), `external` (1 when the rater flagged external circulation on the image, else
+    0; repeated on the image's three rows).
+
+    **screening.csv**, one row per decided image: `image_id`, `condition`, `keep` (1 kept,
+    0 discarded).
+
+    Both are written under a temporary name and renamed into place. Ratings collected
+    elsewhere in these columns can be analysed by `reader-study analyze` too.
+    """
+    from angiosynth.readerstudy.export import export_study
+    from angiosynth.readerstudy.storage import StudyStore
+
+    try:
+        store = StudyStore.open(study, db)
+        try:
+            ratings, screening = export_study(store, out)
+        finally:
+            store.dispose()
+    except _ERRORS as err:
+        fail(str(err))
+    typer.echo(f"ratings: {ratings}")
+    typer.echo(f"screening: {screening}")
+
+
+@app.command("simulate")
+def simulate_command(
+    study: Path = typer.Argument(..., file_okay=False, help="Study folder (without answers)."),
+    raters: int = typer.Option(..., "--raters", min=1,
+                               help="Fill the first K raters of the study."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated answers."),
+    db: str = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:  # fmt: skip
+    """Fill an empty study with simulated answers: screening first, then the first K raters.
+
+    Scores follow image quality measured from the pixels (sharpness and vessel contrast,
+    standardised) plus a seeded image effect N(0, 0.4); the screener keeps the best 60 %
+    after noise N(0, 0.5); each rater has a bias N(0, 0.3) and noise N(0, 0.6); segment
+    offsets +0.4 / 0 / -0.4 (proximal / medium / peripheral) around 3.2, rounded and clipped to
+    1-5; NP and NA now and then (most often peripheral); external circulation rare. The same
+    study and seed give the same answers.
+    """
+    from angiosynth.readerstudy.simulate import simulate_study
+    from angiosynth.readerstudy.storage import IMAGES_DIR, StudyStore
+
+    try:
+        store = StudyStore.open(study, db)
+        try:
+            summary = simulate_study(store, study / IMAGES_DIR, raters=raters, seed=seed,
+                                     progress=progress_bar)  # fmt: skip
+        finally:
+            store.dispose()
+    except _ERRORS as err:
+        fail(str(err))
+    typer.echo(f"screened {summary.images} images, kept {summary.kept}; "
+               f"{summary.ratings} segment ratings by {', '.join(summary.raters)}")  # fmt: skip
+
+
+from angiosynth.cli.readerstudy_analysis import analyze_command  # noqa: E402
+
+app.command("analyze")(analyze_command)

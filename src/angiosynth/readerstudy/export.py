@@ -1,0 +1,106 @@
+"""Exporting a reader study's answers as two CSV files, the input of `reader-study analyze`.
+
+ratings.csv, long format, one row per image x rater x segment answered, sorted by image_id,
+rater, segment (proximal, medium, peripheral):
+
+    image_id    opaque image id (16 hex digits; the file STUDY/images/<image_id>.png)
+    condition   the image's condition ("AC A", "PC A", "AC B", "PC B" for the paper's design)
+    rater       the rater's name
+    segment     proximal, medium or peripheral
+    score       1-5, NP (segment not present) or NA (not applicable)
+    external    1 when the rater flagged the image as showing external circulation, else 0
+                (one flag per image x rater, repeated on its segment rows)
+
+screening.csv, one row per image the screener has decided on, sorted by image_id:
+
+    image_id    as above
+    condition   as above
+    keep        1 kept (shown to raters), 0 discarded
+
+Only images the screener keeps enter ratings.csv (a rater's queue is the kept images). Ratings
+collected elsewhere can be analysed too when written with exactly these columns and values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import select
+
+from angiosynth.readerstudy.storage import (
+    SEGMENTS,
+    ExternalFlagRow,
+    ImageRow,
+    PersonRow,
+    RatingRow,
+    ScreeningRow,
+    StudyStore,
+)
+
+RATING_COLUMNS = ("image_id", "condition", "rater", "segment", "score", "external")
+SCREENING_COLUMNS = ("image_id", "condition", "keep")
+SCREENING_FILE = "screening.csv"
+
+
+def ratings_table(store: StudyStore) -> pd.DataFrame:
+    """The ratings of kept images in the long format of ratings.csv."""
+    query = (
+        select(ImageRow.public_id, ImageRow.condition, PersonRow.name, RatingRow.segment,
+               RatingRow.score, ExternalFlagRow.external)
+        .join(RatingRow, RatingRow.image_id == ImageRow.id)
+        .join(PersonRow, PersonRow.id == RatingRow.rater_id)
+        .join(ScreeningRow, ScreeningRow.image_id == ImageRow.id)
+        .outerjoin(ExternalFlagRow, (ExternalFlagRow.image_id == ImageRow.id)
+                   & (ExternalFlagRow.rater_id == RatingRow.rater_id))
+        .where(ScreeningRow.keep.is_(True))
+    )  # fmt: skip
+    with store.session() as session:
+        rows = session.execute(query).all()
+    table = pd.DataFrame(rows, columns=list(RATING_COLUMNS))
+    table["external"] = table["external"].fillna(False).astype(bool).astype(int)
+    table["_segment"] = table["segment"].map(SEGMENTS.index)
+    table = table.sort_values(["image_id", "rater", "_segment"], kind="stable")
+    return table.drop(columns="_segment").reset_index(drop=True)
+
+
+def screening_table(store: StudyStore) -> pd.DataFrame:
+    """The screener's decisions in the format of screening.csv."""
+    query = select(ImageRow.public_id, ImageRow.condition, ScreeningRow.keep).join(
+        ScreeningRow, ScreeningRow.image_id == ImageRow.id
+    )
+    with store.session() as session:
+        rows = session.execute(query).all()
+    table = pd.DataFrame(rows, columns=list(SCREENING_COLUMNS))
+    table["keep"] = table["keep"].astype(bool).astype(int)
+    return table.sort_values("image_id").reset_index(drop=True)
+
+
+def to_csv_text(table: pd.DataFrame) -> str:
+    """A table as the CSV text of the export files (no index, '\\n' line ends)."""
+    return table.to_csv(index=False, lineterminator="\n")
+
+
+def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
+    """Writes a CSV under a temporary name beside `path`, then renames it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(to_csv_text(table))
+    os.replace(tmp, path)
+
+
+def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
+    """Writes ratings.csv at `out` and screening.csv beside it.
+
+    Returns:
+        The paths of the ratings and screening files.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    screening = out.with_name(SCREENING_FILE)
+    if screening == out:
+        raise ValueError(f"--out must not be named {SCREENING_FILE}: that is the screening file")
+    write_csv_atomic(ratings_table(store), out)
+    write_csv_atomic(screening_table(store), screening)
+    return out, screening

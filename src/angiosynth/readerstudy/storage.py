@@ -1,0 +1,485 @@
+"""Storage of a reader study: SQLAlchemy 2 models and the reads and writes of app, export, simulate.
+
+A study lives in one database: SQLite in WAL mode at `STUDY/study.db` by default (busy timeout
+30 s, foreign keys on), or any PostgreSQL URL. Tables:
+
+    persons         id, name, role (screener / rater / admin), token_hash (SHA-256 hex of the
+                    person's token; the token itself is never stored)
+    images          id, public_id (opaque random hex id, also the file name STUDY/images/<id>.png),
+                    condition, source_file, prompt, seed, batch, sample_index, width, height
+    queue_entries   person_id, image_id, position: each person's seeded random order
+    screenings      image_id (unique), screener_id, keep
+    ratings         image_id, rater_id, segment (proximal / medium / peripheral),
+                    score ("1".."5", "NP" not present, "NA" not applicable); unique per
+                    image x rater x segment
+    external_flags  image_id, rater_id, external; unique per image x rater
+
+Answers carry created_at and updated_at (UTC). Every write is one short transaction, committed
+before the call returns, and an edit updates its row (an upsert on the unique key) instead of
+adding one. With SQLite, the writes of one process take turns on a lock and other processes wait
+through the busy timeout. A rater's queue is their seeded order filtered to the images the
+screener has kept so far; the screener's queue is every image in the screener's seeded order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+DB_FILE = "study.db"
+IMAGES_DIR = "images"
+ROLES = ("screener", "rater", "admin")
+SEGMENTS = ("proximal", "medium", "peripheral")
+#: Stored scores: the Likert scale and the two codes of unratable segments.
+SCORES = ("1", "2", "3", "4", "5", "NP", "NA")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_PUBLIC_ID = re.compile(r"[0-9a-f]{16}")
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+class StudyError(Exception):
+    """Base class of the errors of a reader study."""
+
+
+class InvalidAnswer(StudyError, ValueError):
+    """An answer that is not allowed (unknown segment, score out of range, wrong role)."""
+
+
+class UnknownImage(StudyError, LookupError):
+    """An image id that does not exist or is not in the person's queue."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest stored in place of a person's token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def is_public_id(text: str) -> bool:
+    """Whether `text` has the form of an image id (16 lowercase hex digits)."""
+    return _PUBLIC_ID.fullmatch(text) is not None
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the reader-study tables."""
+
+
+class _Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class PersonRow(Base):
+    """A screener, rater or admin, known by the hash of their token."""
+
+    __tablename__ = "persons"
+    __table_args__ = (
+        UniqueConstraint("name", "role"),
+        CheckConstraint(f"role IN {ROLES}", name="known_role"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ImageRow(Base):
+    """An imported image and the metadata that raters never see."""
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    condition: Mapped[str] = mapped_column(String(64))
+    source_file: Mapped[str] = mapped_column(String(1024))
+    prompt: Mapped[str | None] = mapped_column(String(1024))
+    seed: Mapped[int | None] = mapped_column(Integer)
+    batch: Mapped[int | None] = mapped_column(Integer)
+    sample_index: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+
+class QueueEntryRow(Base):
+    """One image at one position of a person's order."""
+
+    __tablename__ = "queue_entries"
+    __table_args__ = (UniqueConstraint("person_id", "image_id"),
+                      UniqueConstraint("person_id", "position"))  # fmt: skip
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class ScreeningRow(_Timestamps, Base):
+    """The screener's keep/discard decision on one image."""
+
+    __tablename__ = "screenings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True)
+    screener_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
+    keep: Mapped[bool] = mapped_column(Boolean)
+
+
+class RatingRow(_Timestamps, Base):
+    """One rater's score of one segment of one image."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("image_id", "rater_id", "segment"),
+        CheckConstraint(f"segment IN {SEGMENTS}", name="known_segment"),
+        CheckConstraint(f"score IN {SCORES}", name="known_score"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
+    segment: Mapped[str] = mapped_column(String(16))
+    score: Mapped[str] = mapped_column(String(2))
+
+
+class ExternalFlagRow(_Timestamps, Base):
+    """One rater's "external circulation" flag on one image."""
+
+    __tablename__ = "external_flags"
+    __table_args__ = (UniqueConstraint("image_id", "rater_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
+    external: Mapped[bool] = mapped_column(Boolean)
+
+
+@dataclass(frozen=True)
+class Person:
+    """A participant as the app sees them (no token, no hash)."""
+
+    id: int
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class RatingAnswer:
+    """A rater's answers on one image: scores by segment and the external flag."""
+
+    scores: dict[str, str]
+    external: bool
+
+    @property
+    def complete(self) -> bool:
+        """Whether all three segments are answered."""
+        return all(segment in self.scores for segment in SEGMENTS)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one person is: `done` of `total` images answered (all segments for raters)."""
+
+    person: Person
+    done: int
+    total: int
+
+
+def normalise_score(value: object) -> str:
+    """A score as stored: 1-5 (int or digit string), "NP" or "NA".
+
+    Raises:
+        InvalidAnswer: for anything else (booleans, 0, 6, 2.5, "x").
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidAnswer(f"score must be 1-5, NP or NA, got {value!r}")
+    text = str(value).strip().upper()
+    if text not in SCORES:
+        raise InvalidAnswer(f"score must be 1-5, NP or NA, got {value!r}")
+    return text
+
+
+def default_url(study_dir: Path) -> str:
+    """The SQLAlchemy URL of a study's own SQLite database."""
+    return f"sqlite:///{(Path(study_dir) / DB_FILE).resolve()}"
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a SQLite (WAL, busy timeout) or PostgreSQL URL.
+
+    Raises:
+        ValueError: for other database kinds.
+    """
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    if dialect not in _INSERTS:
+        raise ValueError(f"--db must be a sqlite or postgresql URL, got {dialect!r}")
+    if dialect == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                               "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})  # fmt: skip
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class StudyStore:
+    """The database of one study: sessions, authentication, queues, answers, progress."""
+
+    def __init__(self, url: str) -> None:
+        """Opens (without creating tables) the database at `url`."""
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._insert = _INSERTS[self.engine.dialect.name]
+        sqlite_file = self.engine.dialect.name == "sqlite"
+        self._write_lock: AbstractContextManager = (
+            threading.Lock() if sqlite_file else nullcontext()
+        )
+        self._hashes: list[tuple[str, Person]] | None = None
+
+    @classmethod
+    def open(cls, study_dir: Path, db_url: str | None = None) -> StudyStore:
+        """The store of an existing study (its own SQLite file unless `db_url` is given).
+
+        Raises:
+            FileNotFoundError: when the study folder or its database is missing.
+            ValueError: when the database holds no study.
+        """
+        study_dir = Path(study_dir)
+        if not (study_dir / IMAGES_DIR).is_dir():
+            raise FileNotFoundError(f"{study_dir}: not a reader study (no {IMAGES_DIR}/ folder)")
+        if db_url is None and not (study_dir / DB_FILE).is_file():
+            raise FileNotFoundError(f"{study_dir / DB_FILE}: no such database")
+        store = cls(db_url or default_url(study_dir))
+        if not store.persons():
+            store.dispose()
+            where = "--db" if db_url else study_dir / DB_FILE
+            raise ValueError(f"{where}: the database holds no study")
+        return store
+
+    def create_schema(self) -> None:
+        """Creates the tables that do not exist yet."""
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        """Closes all pooled connections (SQLite then folds its WAL file back)."""
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction is committed on success and rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def persons(self) -> list[Person]:
+        """Everyone in the study, in creation order; empty when the tables are missing."""
+        if not inspect(self.engine).has_table(PersonRow.__tablename__):
+            return []
+        with self.session() as session:
+            rows = session.scalars(select(PersonRow).order_by(PersonRow.id))
+            return [Person(r.id, r.name, r.role) for r in rows]
+
+    def authenticate(self, token: str) -> Person | None:
+        """The person whose token hashes to the stored hash (constant-time comparison)."""
+        if self._hashes is None:
+            with self.session() as session:
+                rows = session.scalars(select(PersonRow).order_by(PersonRow.id))
+                self._hashes = [(r.token_hash, Person(r.id, r.name, r.role)) for r in rows]
+        digest = hash_token(token)
+        found = None
+        for stored, person in self._hashes:
+            if hmac.compare_digest(stored, digest):
+                found = person
+        return found
+
+    def queue(self, person: Person) -> list[str]:
+        """The public ids of a person's images, in their order (see the module docstring)."""
+        with self.session() as session:
+            return list(session.scalars(_queue_query(person)))
+
+    def screen(self, person: Person, public_id: str, keep: bool) -> None:
+        """Stores (or changes) the screener's decision on one image of their queue."""
+        with self._write_lock, self.session() as session:
+            self.save_screening(session, person, public_id, keep)
+
+    def save_screening(self, session: Session, person: Person, public_id: str, keep: bool) -> None:
+        """`screen` inside a caller's session (no commit), for bulk writers."""
+        if person.role != "screener":
+            raise InvalidAnswer(f"{person.name} is a {person.role}, not the screener")
+        image_id = _queued_image(session, person, public_id)
+        self._upsert(session, ScreeningRow, {"image_id": image_id},
+                     {"screener_id": person.id, "keep": bool(keep)})  # fmt: skip
+
+    def rate(
+        self,
+        person: Person,
+        public_id: str,
+        scores: Mapping[str, object],
+        external: bool | None = None,
+    ) -> None:
+        """Stores (or changes) a rater's scores of some segments and, if given, the flag.
+
+        With SQLite, the writes of one process take turns on a lock: SQLite has one writer at
+        a time, and waiting on a lock is quicker than its busy-timeout retries.
+        """
+        with self._write_lock, self.session() as session:
+            self.save_rating(session, person, public_id, scores, external)
+
+    def save_rating(
+        self,
+        session: Session,
+        person: Person,
+        public_id: str,
+        scores: Mapping[str, object],
+        external: bool | None = None,
+    ) -> None:
+        """`rate` inside a caller's session (no commit), for bulk writers.
+
+        Raises:
+            InvalidAnswer: for a non-rater, an unknown segment, a bad score or nothing to store.
+            UnknownImage: for an image that is not in the rater's queue.
+        """
+        if person.role != "rater":
+            raise InvalidAnswer(f"{person.name} is a {person.role}, not a rater")
+        clean = _clean_scores(scores)
+        if not clean and external is None:
+            raise InvalidAnswer("nothing to store: give scores and/or external")
+        image_id = _queued_image(session, person, public_id)
+        for segment, score in clean.items():
+            self._upsert(session, RatingRow,
+                         {"image_id": image_id, "rater_id": person.id, "segment": segment},
+                         {"score": score})  # fmt: skip
+        if external is not None:
+            self._upsert(session, ExternalFlagRow, {"image_id": image_id, "rater_id": person.id},
+                         {"external": bool(external)})  # fmt: skip
+
+    def screening_answers(self, person: Person) -> dict[str, bool]:
+        """The screener's decisions by public id."""
+        with self.session() as session:
+            rows = session.execute(
+                select(ImageRow.public_id, ScreeningRow.keep)
+                .join(ScreeningRow, ScreeningRow.image_id == ImageRow.id)
+                .where(ScreeningRow.screener_id == person.id)
+            )
+            return {public_id: keep for public_id, keep in rows}
+
+    def rating_answers(self, person: Person) -> dict[str, RatingAnswer]:
+        """A rater's own answers on the images of their queue, by public id."""
+        queued = set(self.queue(person))
+        scores: dict[str, dict[str, str]] = {}
+        flags: dict[str, bool] = {}
+        with self.session() as session:
+            for public_id, segment, score in session.execute(
+                select(ImageRow.public_id, RatingRow.segment, RatingRow.score)
+                .join(RatingRow, RatingRow.image_id == ImageRow.id)
+                .where(RatingRow.rater_id == person.id)
+            ):
+                scores.setdefault(public_id, {})[segment] = score
+            for public_id, external in session.execute(
+                select(ImageRow.public_id, ExternalFlagRow.external)
+                .join(ExternalFlagRow, ExternalFlagRow.image_id == ImageRow.id)
+                .where(ExternalFlagRow.rater_id == person.id)
+            ):
+                flags[public_id] = external
+        answered = (set(scores) | set(flags)) & queued
+        return {i: RatingAnswer(scores.get(i, {}), flags.get(i, False)) for i in answered}
+
+    def screening_complete(self) -> bool:
+        """Whether the screener has decided on every image."""
+        with self.session() as session:
+            images = session.scalar(select(func.count(ImageRow.id)))
+            decided = session.scalar(select(func.count(ScreeningRow.id)))
+        return images == decided
+
+    def progress(self) -> list[Progress]:
+        """Screener and raters with the number of images they have answered."""
+        result = []
+        for person in self.persons():
+            if person.role == "screener":
+                done, total = len(self.screening_answers(person)), len(self.queue(person))
+            elif person.role == "rater":
+                answers = self.rating_answers(person).values()
+                done, total = sum(a.complete for a in answers), len(self.queue(person))
+            else:
+                continue
+            result.append(Progress(person, done, total))
+        return result
+
+    def has_answers(self) -> bool:
+        """Whether anyone has answered anything yet."""
+        with self.session() as session:
+            tables = (ScreeningRow.id, RatingRow.id, ExternalFlagRow.id)
+            return any(session.scalar(select(func.count(column))) for column in tables)
+
+    def _upsert(self, session: Session, model: type[Base], keys: dict, values: dict) -> None:
+        now = _now()
+        statement = self._insert(model).values(**keys, **values, created_at=now, updated_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys), set_={**values, "updated_at": now}
+        )
+        session.execute(statement)
+
+
+def _clean_scores(scores: Mapping[str, object]) -> dict[str, str]:
+    if not isinstance(scores, Mapping):
+        raise InvalidAnswer("scores must map segment names to scores")
+    clean = {}
+    for segment, value in scores.items():
+        if segment not in SEGMENTS:
+            raise InvalidAnswer(f"unknown segment {segment!r}; use {', '.join(SEGMENTS)}")
+        clean[segment] = normalise_score(value)
+    return clean
+
+
+def _queue_query(person: Person):
+    query = (
+        select(ImageRow.public_id)
+        .join(QueueEntryRow, QueueEntryRow.image_id == ImageRow.id)
+        .where(QueueEntryRow.person_id == person.id)
+        .order_by(QueueEntryRow.position)
+    )
+    if person.role == "rater":
+        query = query.join(ScreeningRow, ScreeningRow.image_id == ImageRow.id).where(
+            ScreeningRow.keep.is_(True)
+        )
+    return query
+
+
+def _queued_image(session: Session, person: Person, public_id: str) -> int:
+    """The row id of an image in the person's queue, or UnknownImage."""
+    if not isinstance(public_id, str) or not is_public_id(public_id):
+        raise UnknownImage(f"no image {public_id!r} in your queue")
+    query = _queue_query(person).where(ImageRow.public_id == public_id)
+    image_id = session.scalar(query.with_only_columns(ImageRow.id))
+    if image_id is None:
+        raise UnknownImage(f"no image {public_id!r} in your queue")
+    return image_id

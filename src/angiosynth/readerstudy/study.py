@@ -1,0 +1,272 @@
+"""Creating a reader study: importing images, drawing each person's order, issuing tokens.
+
+A study folder holds::
+
+    STUDY/
+      images/<id>.png   the images, re-encoded as 8-bit grayscale PNG with no metadata chunks,
+                        named by opaque random ids (16 hex digits), never by the source name
+      study.db          the database (see `storage`), unless another one is given by URL
+      study.json        seed, image and condition counts, names and roles (no tokens)
+
+The images come from `angiosynth sample --design reader-study` (a folder with samples.parquet:
+file relative to the folder, condition, and optionally prompt, seed, batch, index) or from any
+folder with a metadata table (CSV or Parquet with at least `file` and `condition`).
+
+Each person (the screener, every rater and an admin) gets a token from
+`secrets.token_urlsafe(32)`; only its SHA-256 hash is stored and the token is returned once,
+inside a personal link. The screener and each rater get their own random order of all images,
+drawn from the seed; a rater's queue is that order filtered to the images the screener keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from angiosynth.readerstudy.storage import (
+    DB_FILE,
+    IMAGES_DIR,
+    ImageRow,
+    PersonRow,
+    QueueEntryRow,
+    StudyStore,
+    default_url,
+    hash_token,
+)
+from angiosynth.runfiles import write_json_atomic
+
+SAMPLES_FILE = "samples.parquet"
+STUDY_FILE = "study.json"
+ADMIN_NAME = "admin"
+MAX_NAME_LENGTH = 64
+REQUIRED_COLUMNS = ("file", "condition")
+_OPTIONAL_COLUMNS = {"prompt": "prompt", "seed": "seed", "batch": "batch", "index": "sample_index"}
+
+Progress = Callable[[Iterable, int, str], Iterable]
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A person's name, role and token (shown once, never stored)."""
+
+    name: str
+    role: str
+    token: str
+
+    def link(self, base_url: str) -> str:
+        """The personal link that signs this person in."""
+        return f"{base_url.rstrip('/')}/s/{self.token}"
+
+
+@dataclass(frozen=True)
+class CreatedStudy:
+    """What `create_study` wrote."""
+
+    study_dir: Path
+    images: int
+    invitations: list[Invitation]
+
+
+def read_metadata(samples_dir: Path, metadata: Path | None = None) -> pd.DataFrame:
+    """The image table: `metadata` (CSV or Parquet) or SAMPLES_DIR/samples.parquet.
+
+    Raises:
+        FileNotFoundError: when the table or one of its images is missing.
+        ValueError: for missing columns, empty tables, duplicate or escaping file names.
+    """
+    samples_dir = Path(samples_dir)
+    path = Path(metadata) if metadata is not None else samples_dir / SAMPLES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such metadata table")
+    table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    if table.empty:
+        raise ValueError(f"{path}: no images listed")
+    if table["condition"].isna().any():
+        raise ValueError(f"{path}: condition is empty on line {_first_line(table['condition'])}")
+    duplicated = table["file"][table["file"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"{path}: file {duplicated.iloc[0]!r} is listed twice")
+    for name in table["file"]:
+        _source_path(samples_dir, str(name), path)
+    return table.reset_index(drop=True)
+
+
+def _first_line(column: pd.Series) -> int:
+    return int(np.flatnonzero(column.isna().to_numpy())[0]) + 2
+
+
+def _source_path(samples_dir: Path, name: str, table: Path) -> Path:
+    root = samples_dir.resolve()
+    source = (root / name).resolve()
+    if Path(name).is_absolute() or not source.is_relative_to(root):
+        raise ValueError(f"{table}: file {name!r} is not inside {samples_dir}")
+    if not source.is_file():
+        raise FileNotFoundError(f"{samples_dir / name}: no such image (listed in {table})")
+    return source
+
+
+def plain_grayscale(path: Path) -> np.ndarray:
+    """An image file as an 8-bit grayscale array (16-bit images scaled, colour converted)."""
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):
+            wide = np.asarray(image, dtype=np.float64)
+            return np.clip(np.round(wide * 255 / 65535), 0, 255).astype(np.uint8)
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def write_plain_png(array: np.ndarray, path: Path) -> None:
+    """Writes a fresh PNG holding only pixels (no text, EXIF, ICC or time chunks)."""
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
+
+
+def _check_names(screener: str, raters: list[str]) -> None:
+    for name in (screener, *raters):
+        if not name.strip() or len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"names must be 1-{MAX_NAME_LENGTH} characters, got {name!r}")
+    if not raters:
+        raise ValueError("give at least one rater")
+    repeated = sorted({r for r in raters if raters.count(r) > 1})
+    if repeated:
+        raise ValueError(f"rater {repeated[0]!r} is named twice")
+
+
+def _check_target(study_dir: Path, db_url: str | None) -> None:
+    if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
+        raise FileExistsError(f"{study_dir}: exists and is not empty; choose a new folder")
+    if db_url is not None:
+        store = StudyStore(db_url)
+        try:
+            if store.persons():
+                raise FileExistsError("--db: the database already holds a study")
+        finally:
+            store.dispose()
+
+
+def create_study(
+    samples_dir: Path,
+    study_dir: Path,
+    *,
+    screener: str,
+    raters: list[str],
+    metadata: Path | None = None,
+    seed: int = 0,
+    db_url: str | None = None,
+    progress: Progress | None = None,
+) -> CreatedStudy:
+    """Imports the images and writes a new study folder (and database).
+
+    The folder is built under a temporary name beside `study_dir` and renamed into place at the
+    end, so a failure leaves nothing behind; the database rows are written in one transaction.
+
+    Raises:
+        FileExistsError: when `study_dir` is not empty or the `db_url` database holds a study.
+        FileNotFoundError, ValueError: for bad metadata or names.
+    """
+    study_dir = Path(study_dir)
+    _check_names(screener, raters)
+    _check_target(study_dir, db_url)
+    table = read_metadata(samples_dir, metadata)
+    building = study_dir.parent / f".{study_dir.name}.creating-{secrets.token_hex(4)}"
+    (building / IMAGES_DIR).mkdir(parents=True)
+    try:
+        images = _import_images(Path(samples_dir), table, building / IMAGES_DIR, progress)
+        invitations = _invitations(screener, raters)
+        store = StudyStore(db_url or default_url(building))
+        try:
+            store.create_schema()
+            _write_rows(store, images, invitations, seed)
+        finally:
+            store.dispose()
+        _write_summary(building, table, invitations, seed, db_url)
+        os.replace(building, study_dir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return CreatedStudy(study_dir, len(images), invitations)
+
+
+def _import_images(
+    samples_dir: Path, table: pd.DataFrame, images_dir: Path, progress: Progress | None
+) -> list[ImageRow]:
+    rows = table.to_dict("records")
+    loop = progress(rows, len(rows), "import images") if progress else rows
+    used: set[str] = set()
+    images = []
+    for record in loop:
+        public_id = _new_id(used)
+        array = plain_grayscale(samples_dir / str(record["file"]))
+        write_plain_png(array, images_dir / f"{public_id}.png")
+        images.append(ImageRow(
+            public_id=public_id, condition=str(record["condition"]),
+            source_file=str(record["file"]), height=array.shape[0], width=array.shape[1],
+            **{field: _optional(record.get(column)) for column, field in _OPTIONAL_COLUMNS.items()},
+        ))  # fmt: skip
+    return images
+
+
+def _new_id(used: set[str]) -> str:
+    public_id = secrets.token_hex(8)
+    while public_id in used:
+        public_id = secrets.token_hex(8)
+    used.add(public_id)
+    return public_id
+
+
+def _optional(value: object) -> object:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _invitations(screener: str, raters: list[str]) -> list[Invitation]:
+    people = [(screener, "screener"), *((r, "rater") for r in raters), (ADMIN_NAME, "admin")]
+    return [Invitation(name, role, secrets.token_urlsafe(32)) for name, role in people]
+
+
+def _write_rows(
+    store: StudyStore, images: list[ImageRow], invitations: list[Invitation], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    with store.session() as session:
+        session.add_all(images)
+        persons = [PersonRow(name=i.name, role=i.role, token_hash=hash_token(i.token))
+                   for i in invitations]  # fmt: skip
+        session.add_all(persons)
+        session.flush()
+        for person in persons:
+            if person.role == "admin":
+                continue
+            order = rng.permutation(len(images))
+            session.add_all(
+                QueueEntryRow(person_id=person.id, image_id=images[i].id, position=position)
+                for position, i in enumerate(order.tolist())
+            )
+
+
+def _write_summary(
+    building: Path,
+    table: pd.DataFrame,
+    invitations: list[Invitation],
+    seed: int,
+    db_url: str | None,
+) -> None:
+    write_json_atomic(building / STUDY_FILE, {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "images": len(table),
+        "conditions": {str(k): int(v) for k, v in table["condition"].value_counts().items()},
+        "persons": [{"name": i.name, "role": i.role} for i in invitations],
+        "database": DB_FILE if db_url is None else "external (--db URL, not recorded)",
+    })  # fmt: skip
