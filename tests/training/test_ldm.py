@@ -89,6 +89,25 @@ def test_vae_with_the_shift_tolerant_perceptual_loss(diffusion_data, tmp_path):
     assert np.isfinite(result.best_val_loss)
 
 
+def test_vae_with_the_patchgan_term(diffusion_data, tmp_path, monkeypatch):
+    from angiosynth.training import vae as vae_module
+
+    calls = []
+    original = vae_module._VAEFit._discriminator_step
+
+    def discriminator_step(self, real, fake):
+        calls.append(self.step)
+        original(self, real, fake)
+
+    monkeypatch.setattr(vae_module._VAEFit, "_discriminator_step", discriminator_step)
+    config = micro_ldm_config()
+    config = config.model_copy(update={"train_vae": config.train_vae.model_copy(
+        update={"gan_weight": 0.1, "gan_start_step": 1, "max_steps": 3})})  # fmt: skip
+    result = train_vae(diffusion_data.dataset, config, tmp_path / "vae")
+
+    assert calls == [1, 2] and np.isfinite(result.best_val_loss)
+
+
 # --- latent diffusion -------------------------------------------------------------------------
 
 
