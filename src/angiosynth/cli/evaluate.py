@@ -35,7 +35,7 @@ def evaluate_command(
     ),
     bootstrap: int = typer.Option(200, "--bootstrap", min=1, help="Bootstrap draws of FID."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per Inception call."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of subsamples, bootstrap, KID subsets."),
 ) -> None:
     """Evaluate synthetic frames: FID (bootstrap median, 95 % CI), KID, MMD, precision /
@@ -55,8 +55,13 @@ def evaluate_command(
         evaluate,
         read_samples,
     )
+    from angiosynth.training.phase import resolve_device
     from angiosynth.training.view import ViewTrainOptions, train_view_classifier
 
+    try:
+        device = str(resolve_device(device))
+    except ValueError as err:
+        fail(str(err))
     options = EvaluateOptions(
         split=split,
         max_real=max_real,

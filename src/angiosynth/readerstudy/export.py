@@ -23,12 +23,12 @@ collected elsewhere can be analysed too when written with exactly these columns 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import select
 
+from angiosynth.curation.dataset import write_table_atomic
 from angiosynth.readerstudy.storage import (
     SEGMENTS,
     ExternalFlagRow,
@@ -82,14 +82,6 @@ def to_csv_text(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, lineterminator="\n")
 
 
-def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Writes a CSV under a temporary name beside `path`, then renames it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_csv_text(table))
-    os.replace(tmp, path)
-
-
 def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
     """Writes ratings.csv at `out` and screening.csv beside it.
 
@@ -101,6 +93,6 @@ def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
     screening = out.with_name(SCREENING_FILE)
     if screening == out:
         raise ValueError(f"--out must not be named {SCREENING_FILE}: that is the screening file")
-    write_csv_atomic(ratings_table(store), out)
-    write_csv_atomic(screening_table(store), screening)
+    write_table_atomic(ratings_table(store), out)
+    write_table_atomic(screening_table(store), screening)
     return out, screening

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from angiosynth.curation.dataset import write_table_atomic
 from angiosynth.readerstudy.analysis import (
     RULES,
     SEGMENTS,
@@ -25,6 +27,7 @@ from angiosynth.readerstudy.analysis import (
     read_screening,
 )
 from angiosynth.readerstudy.figures import FIGURES, SEGMENT_LABELS, write_figures
+from angiosynth.runfiles import write_json_atomic
 
 SCREENING_FILE = "screening.csv"
 CAPTIONS = {
@@ -181,13 +184,20 @@ def write_outputs(analysis: ReaderStudyAnalysis, out: Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("table2", "table3", "table4"):
-        getattr(analysis, name).to_csv(out / f"{name}.csv", index=False)
-    analysis.scores.rename_axis("image_id").to_csv(out / "image_scores.csv")
-    (out / "tables.md").write_text(markdown_tables(analysis))
+        write_table_atomic(getattr(analysis, name), out / f"{name}.csv")
+    write_table_atomic(
+        analysis.scores.rename_axis("image_id").reset_index(), out / "image_scores.csv"
+    )
+    _write_text_atomic(out / "tables.md", markdown_tables(analysis))
     figures = write_figures(analysis, out)
-    record = analysis_record(analysis, figures)
-    (out / "analysis.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "report.html").write_text(report_html(analysis, figures))
+    write_json_atomic(out / "analysis.json", analysis_record(analysis, figures))
+    _write_text_atomic(out / "report.html", report_html(analysis, figures))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def write_analysis(
