@@ -196,7 +196,7 @@ class DiffusionConfig(StrictModel):
 
 
 PERCEPTUAL_LOSSES = ("auto", "lpips", "stlpips", "none")
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
 class VAETrainConfig(StrictModel):

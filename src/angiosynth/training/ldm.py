@@ -59,6 +59,7 @@ from angiosynth.models.denoiser import Denoiser
 from angiosynth.models.text_encoder import PromptTokenizer, TextEncoder, save_text_encoder
 from angiosynth.models.unet import build_unet
 from angiosynth.runfiles import append_jsonl, write_json_atomic, write_yaml_atomic
+from angiosynth.training.phase import resolve_mixed_precision
 from angiosynth.training.vae import VAE_DIR
 
 CONFIG_FILE = "config.yaml"
@@ -132,7 +133,7 @@ def train_ldm(
         num_steps=cfg.gradient_accumulation, sync_with_dataloader=False
     )
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_plugin=accumulation,
         step_scheduler_with_optimizer=False,
     )

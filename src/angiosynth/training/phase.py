@@ -410,6 +410,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and amx() else "fp32"
 
 
+def resolve_mixed_precision(name: str) -> str:
+    """accelerate's `mixed_precision` for a config value: `auto` is bf16 where `resolve_precision`
+    finds bf16 fast (CUDA with bf16, CPUs with AMX), else "no" (bf16 emulated on other CPUs is
+    tens of times slower than fp32)."""
+    if name != "auto":
+        return name
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if resolve_precision("auto", device) == "bf16" else "no"
+
+
 def _autocast(device: torch.device, precision: str):
     enabled = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -44,6 +44,7 @@ from angiosynth.training.losses import (
     kl_divergence,
     resolve_perceptual,
 )
+from angiosynth.training.phase import resolve_mixed_precision
 
 VAE_DIR = "vae"
 CONFIG_FILE = "config.yaml"
@@ -89,7 +90,7 @@ def train_vae(
     if (out / VAE_DIR).exists() and not overwrite:
         raise FileExistsError(f"{out}: holds an autoencoder already; use --overwrite to replace it")
     cfg = config.train_vae
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     set_seed(cfg.seed)
     dataset = CuratedDataset(dataset_root)
     train_set, val_set = _image_sets(dataset, config)
