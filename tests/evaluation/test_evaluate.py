@@ -57,6 +57,16 @@ def test_metrics_cover_every_measure_overall_and_per_condition(evaluated):
     assert {"torch", "torch-fidelity"} <= set(result["versions"])
 
 
+def test_reference_fids_compare_real_frames_with_training_frames(evaluated):
+    _, result = evaluated
+    references = result["inception"]["reference"]
+
+    assert references["overall"]["same_view"] > 0
+    for condition in result["inception"]["per_condition"]:
+        ref = references[condition]
+        assert ref["same_view"] > 0 and ref["other_views"] > 0 and ref["n_train"] >= 2
+
+
 def test_condition_accuracy_and_domain_distance(evaluated):
     _, result = evaluated
     accuracy = result["condition_accuracy"]
@@ -90,8 +100,9 @@ def test_memorisation_flags_a_copied_training_frame(evaluated, diffusion_data, t
                       EvaluateOptions(**{**OPTIONS.__dict__, "max_train": None}))  # fmt: skip
     table = pd.read_parquet(tmp_path / "eval" / "memorisation.parquet")
 
-    assert bool(table["flagged"].iloc[0])
+    assert bool(table["flagged"].iloc[0]) and bool(table["pixel_flagged"].iloc[0])
     assert table["pixel_distance"].iloc[0] < table["pixel_distance"].iloc[1:].min()
+    assert table["feature_distance"].iloc[0] < table["feature_distance"].iloc[1:].min()
     assert result["memorisation"]["flagged"] >= 1
 
 

@@ -193,7 +193,7 @@ def evaluate(
     train_f, _ = _real_features(real_root, sets.train, options, sets.size, progress, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank warnings are kept in the results instead
-        inception = inception_metrics(sets, real_f, fake_f, options)
+        inception = inception_metrics(sets, real_f, fake_f, train_f, options)
     views = view_metrics(sets, view_model, options)
     train_small = at_size(sets.train, sets.size)
     memo_table, memo, reference = memorisation.memorisation(
@@ -239,12 +239,14 @@ def _conditions(sets: _Sets) -> list[str]:
     return [c for c in CONDITIONS if c in present and (sets.real_rows["view"] == c).sum() >= 2]
 
 
-def inception_metrics(sets: _Sets, real_f, fake_f, options: EvaluateOptions) -> dict:
+def inception_metrics(sets: _Sets, real_f, fake_f, train_f, options: EvaluateOptions) -> dict:
     """Distribution metrics overall and per condition, and the real-vs-real reference FIDs."""
     overall = metrics.distribution_metrics(
         real_f, fake_f, bootstrap=options.bootstrap, seed=options.seed, name="overall"
     )
-    per_condition, references = {}, {"overall": _reference_fids(sets.real_rows, real_f, None)}
+    seed = options.seed
+    per_condition = {}
+    references = {"overall": _reference_fids(sets, real_f, train_f, None, seed)}
     for c in _conditions(sets):
         real_c = real_f[(sets.real_rows["view"] == c).to_numpy()]
         fake_c = fake_f[(sets.samples["condition"] == c).to_numpy()]
@@ -253,31 +255,30 @@ def inception_metrics(sets: _Sets, real_f, fake_f, options: EvaluateOptions) -> 
         per_condition[c] = metrics.distribution_metrics(
             real_c, fake_c, bootstrap=options.bootstrap, seed=options.seed, name=c
         )
-        references[c] = _reference_fids(sets.real_rows, real_f, c)
+        references[c] = _reference_fids(sets, real_f, train_f, c, seed)
     return {"overall": overall, "per_condition": per_condition, "reference": references}
 
 
-def _reference_fids(rows: pd.DataFrame, features: np.ndarray, view: str | None) -> dict:
-    """FID between two patient-disjoint halves of the real frames (of `view`), and between the
-    real frames of `view` and real frames of the other canonical views: the floor and a
-    wrong-view level against which a sample FID reads."""
-    inside = np.ones(len(rows), bool) if view is None else (rows["view"] == view).to_numpy()
-    patients = np.asarray(sorted(rows.loc[inside, "patient_id"].unique()))
-    first = np.isin(rows["patient_id"], patients[::2]) & inside
-    second = inside & ~first
-    if first.sum() < 2 or second.sum() < 2:  # one patient: halves of the frames instead
-        index = np.flatnonzero(inside)
-        first, second = np.zeros_like(inside), np.zeros_like(inside)
-        first[index[::2]], second[index[1::2]] = True, True
-    out = {
-        "real_halves": _safe_fid(features[first], features[second]),
-        "n_halves": [int(first.sum()), int(second.sum())],
+def _reference_fids(
+    sets: _Sets, real_f: np.ndarray, train_f: np.ndarray, view: str | None, seed: int
+) -> dict:
+    """Real-vs-real reference FIDs of the frames of `view` (None: all): against training frames
+    of the same view (other patients: the floor a perfect model would reach) and against as
+    many training frames of the other canonical views (the level of a wrong view)."""
+    rng = np.random.default_rng(seed)
+    train_views = sets.train_rows["view"].to_numpy()
+    real = real_f if view is None else real_f[(sets.real_rows["view"] == view).to_numpy()]
+    same = np.flatnonzero(train_views == view) if view else np.arange(len(train_f))
+    if view is None:
+        return {"same_view": _safe_fid(real, train_f[same]), "n_train": len(same)}
+    other = np.flatnonzero(np.isin(train_views, [c for c in CONDITIONS if c != view]))
+    n = min(len(same), len(other))
+    pick = lambda index: train_f[rng.choice(index, n, replace=False)]  # noqa: E731
+    return {
+        "same_view": _safe_fid(real, pick(same)),
+        "other_views": _safe_fid(real, pick(other)),
+        "n_train": n,
     }
-    if view is not None:
-        others = rows["view"].isin([c for c in CONDITIONS if c != view]).to_numpy()
-        out["other_views"] = _safe_fid(features[inside], features[others])
-        out["n_other_views"] = int(others.sum())
-    return out
 
 
 def _safe_fid(a: np.ndarray, b: np.ndarray) -> float | None:

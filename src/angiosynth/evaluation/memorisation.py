@@ -4,7 +4,9 @@ For every sample its nearest training frame is found in two spaces: Inception fe
 pixels (frames at a common small size, root-mean-square difference). The reference is what
 unseen real frames look like: the distances of real test frames to their nearest training
 frame. A sample closer to a training frame than the 1st percentile of those test -> train
-distances, in either space, is flagged as a possible copy.
+distances in feature space is flagged as a possible copy (`flagged`); the same rule in pixel
+space is reported beside it (`pixel_flagged`) but not used for the flag: a blurred sample lies
+close to many frames in pixels without copying any of them.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def memorisation(
 
     Returns:
         A table with one row per sample (`feature_distance`, `feature_neighbour`,
-        `pixel_distance`, `pixel_neighbour` (row indices of the training set), `flagged`) and
+        `pixel_distance`, `pixel_neighbour` (row indices of the training set), `flagged`
+        (feature space), `pixel_flagged`) and
         a summary with the thresholds, the flagged share and distance quantiles of both sets,
         and the (n_test,) test -> train distances of each space.
     """
@@ -71,21 +74,21 @@ def memorisation(
         "pixel": (sample_pixels, train_pixels, test_pixels),
     }
     table, summary, references = pd.DataFrame(index=range(len(sample_features))), {}, {}
-    flagged = np.zeros(len(sample_features), dtype=bool)
     for space, (samples, train, test) in spaces.items():
         distance, neighbour = nearest(samples, train)
         reference, _ = nearest(test, train)
         references[space] = reference
         threshold = float(np.percentile(reference, FLAG_PERCENTILE)) if len(reference) else 0.0
         table[f"{space}_distance"], table[f"{space}_neighbour"] = distance, neighbour
-        flagged |= distance < threshold
+        table[f"{space}_flagged"] = distance < threshold
         summary[space] = {
             "threshold": threshold,
             "flagged": int((distance < threshold).sum()),
             "sample_to_train": _quantiles(distance),
             "test_to_train": _quantiles(reference),
         }
-    table["flagged"] = flagged
+    flagged = table["feature_flagged"].to_numpy()
+    table = table.rename(columns={"feature_flagged": "flagged"})
     summary.update(
         flag_percentile=FLAG_PERCENTILE,
         n_samples=len(table),

@@ -43,13 +43,13 @@ def fid_figure(result: dict, path: Path) -> str:
     ax.bar(x, median, yerr=[low, high], color="#4c72b0", capsize=4, label="synthetic vs real")
     for i, name in enumerate(names):
         ref = references.get(name, {})
-        if ref.get("real_halves") is not None:
+        if ref.get("same_view") is not None:
             ax.hlines(
-                ref["real_halves"],
+                ref["same_view"],
                 i - 0.4,
                 i + 0.4,
                 colors="#2ca02c",
-                label="real vs real (halves)" if i == 0 else None,
+                label="real vs real (training frames, same view)" if i == 0 else None,
             )
         if ref.get("other_views") is not None:
             ax.hlines(
@@ -58,7 +58,7 @@ def fid_figure(result: dict, path: Path) -> str:
                 i + 0.4,
                 colors="#d62728",
                 linestyles="--",
-                label="real vs real, other views" if i == 1 else None,
+                label="real vs real (training frames, other views)" if i == 1 else None,
             )
     ax.set_xticks(x, names)
     ax.set_ylabel("FID (bootstrap median, 95 % CI)")
@@ -206,8 +206,8 @@ test frames are.</p>
 {
         _figure(
             figures["fid"],
-            "FID per condition; green: two halves of the real frames (floor); "
-            "red dashed: real frames of the condition vs real frames of the other views",
+            "FID per condition; green: real frames vs training frames of the same view (floor); "
+            "red dashed: vs as many training frames of the other views",
         )
     }
 <h2>Samples beside real frames</h2>{_figure(figures["grid"], "real (left), synthetic (right)")}
