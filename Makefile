@@ -12,18 +12,27 @@ setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
 
 ## The main job on the embedded default data: phantom archive -> curated dataset -> arterial
-## frames -> autoencoder -> latent diffusion model -> samples per condition beside real frames.
+## frames -> autoencoder -> latent diffusion model -> samples per condition beside real frames ->
+## the paper's 400 reader-study samples -> evaluation -> reader study (simulated raters) -> analysis.
+## The phantom's patients are pseudonymised with a fixed demo key, so the splits repeat.
 demo: setup
 	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --overwrite
 	rm -rf $(DEMO_DIR)/dataset
-	$(BIN)/angiosynth curate $(DEMO_DIR)/archive/dicom --out $(DEMO_DIR)/dataset --seed $(SEED) --workers $(WORKERS)
+	$(BIN)/angiosynth curate $(DEMO_DIR)/archive/dicom --out $(DEMO_DIR)/dataset --seed $(SEED) --workers $(WORKERS) --key-file configs/phantom-demo.pseudonym-key
 	$(BIN)/angiosynth phase train $(DEMO_DIR)/dataset --annotations $(DEMO_DIR)/archive/annotations.csv --out $(DEMO_DIR)/phase-model --seed $(SEED) --overwrite
 	$(BIN)/angiosynth phase select $(DEMO_DIR)/dataset --model $(DEMO_DIR)/phase-model
 	$(BIN)/angiosynth train vae $(DEMO_DIR)/dataset --config configs/tiny.yaml --out $(DEMO_DIR)/vae --seed $(SEED) --overwrite
 	$(BIN)/angiosynth train ldm $(DEMO_DIR)/dataset --vae $(DEMO_DIR)/vae --config configs/tiny.yaml --out $(DEMO_DIR)/ldm --seed $(SEED) --overwrite
 	rm -rf $(DEMO_DIR)/samples
 	$(BIN)/angiosynth sample $(DEMO_DIR)/ldm --design conditions --n 4 --seed $(SEED) --real $(DEMO_DIR)/dataset --out $(DEMO_DIR)/samples
-	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md, samples $(DEMO_DIR)/samples/grid.png"
+	rm -rf $(DEMO_DIR)/study-samples $(DEMO_DIR)/eval $(DEMO_DIR)/study $(DEMO_DIR)/analysis
+	$(BIN)/angiosynth sample $(DEMO_DIR)/ldm --design reader-study --seed $(SEED) --out $(DEMO_DIR)/study-samples
+	$(BIN)/angiosynth evaluate --real $(DEMO_DIR)/dataset --fake $(DEMO_DIR)/study-samples --out $(DEMO_DIR)/eval --seed $(SEED)
+	$(BIN)/angiosynth reader-study create $(DEMO_DIR)/study-samples --screener SR --raters NR1,NR2,NS,IM --out $(DEMO_DIR)/study --seed $(SEED) > $(DEMO_DIR)/study-links.txt
+	$(BIN)/angiosynth reader-study simulate $(DEMO_DIR)/study --raters 4 --seed $(SEED)
+	$(BIN)/angiosynth reader-study export $(DEMO_DIR)/study --out $(DEMO_DIR)/study/ratings.csv
+	$(BIN)/angiosynth reader-study analyze $(DEMO_DIR)/study/ratings.csv --out $(DEMO_DIR)/analysis --subset NR1 --subset NR2 --subset NS --subset-name "domain experts" --prevalence $(DEMO_DIR)/dataset
+	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md, samples $(DEMO_DIR)/samples/grid.png, evaluation $(DEMO_DIR)/eval/report.html, reader study $(DEMO_DIR)/analysis/report.html (links: $(DEMO_DIR)/study-links.txt)"
 
 ## The whole test suite, slow tests included (what CI runs).
 test: setup
@@ -47,6 +56,8 @@ bench: setup
 	$(BIN)/python benchmarks/phantom.py
 	$(BIN)/python benchmarks/curate.py
 	$(BIN)/python benchmarks/sampling.py
+	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/sampler_quality.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

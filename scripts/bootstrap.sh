@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates or reuses the local virtual environment and installs what angiosynth and its tests need.
-# Debian packages (dicom3tools, for DICOM validation) are installed when run as root and missing.
+# Debian packages (dicom3tools for DICOM validation, chromium for browser tests) are installed
+# when run as root and missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
