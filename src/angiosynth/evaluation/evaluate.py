@@ -37,11 +37,12 @@ from PIL import Image
 
 from angiosynth import __version__
 from angiosynth.conditions import CONDITIONS
-from angiosynth.curation.dataset import CuratedDataset
+from angiosynth.curation.dataset import CuratedDataset, write_table_atomic
 from angiosynth.data.phase import resize_frames
 from angiosynth.diffusion.sampling import SAMPLES_FILE
 from angiosynth.evaluation import condition, memorisation, metrics, morphology
 from angiosynth.evaluation.features import FeatureProtocol, cached_features, inception_features
+from angiosynth.evaluation.report import write_report
 from angiosynth.models.classifiers import load_view_classifier, view_accuracy, view_targets
 from angiosynth.runfiles import write_json_atomic
 
@@ -218,15 +219,15 @@ def evaluate(
         "summary": summary_table(inception, views, memo_table, sets).to_dict(orient="records"),
         "versions": _versions(),
     }
-    memo_table.assign(
+    neighbours = sets.train_rows["frame_id"].to_numpy()[memo_table["feature_neighbour"]]
+    memo_out = memo_table.assign(
         file=sets.samples["file"],
         condition=sets.samples["condition"],
-        neighbour_frame_id=sets.train_rows["frame_id"].to_numpy()[memo_table["feature_neighbour"]],
-    ).to_parquet(out / "memorisation.parquet")
-    morph_table.to_parquet(out / "morphology.parquet")
+        neighbour_frame_id=neighbours,
+    )
+    write_table_atomic(memo_out, out / "memorisation.parquet")
+    write_table_atomic(morph_table, out / "morphology.parquet")
     write_json_atomic(out / METRICS_FILE, result)
-    from angiosynth.evaluation.report import write_report
-
     tables = {"memorisation": memo_table, "reference": reference, "morphology": morph_table}
     write_report(
         out, result, tables, {"fake": sets.fake, "train": train_small}, real_root, samples_dir
