@@ -53,9 +53,9 @@ from angiosynth.diffusion.schedulers import sampling_scheduler
 from angiosynth.evaluation import condition, metrics
 from angiosynth.evaluation.evaluate import (
     EvaluateOptions,
-    _features,
-    _real_features,
-    _subsample,
+    frame_features,
+    real_frame_features,
+    subsample_rows,
 )
 from angiosynth.evaluation.features import FEATURE_DIM
 from angiosynth.models.classifiers import ViewClassifier, load_view_classifier
@@ -112,7 +112,7 @@ def real_set(root: Path, options: EvaluateOptions) -> tuple[pd.DataFrame, np.nda
     dataset = CuratedDataset(root)
     rows = dataset.arterial()
     rows = rows[rows["prompt"].notna()]
-    rows = _subsample(rows[rows["split"] == options.split], options.max_real, options.seed)
+    rows = subsample_rows(rows[rows["split"] == options.split], options.max_real, options.seed)
     if len(rows) < 2:
         raise SystemExit(f"{root}: fewer than 2 arterial frames in split {options.split!r}")
     return rows, dataset.read(rows["frame_id"].to_numpy())
@@ -180,7 +180,7 @@ def measure(
     """Draws the images with one sampler and scores them."""
     sampler, steps = spec
     frames, seconds = draw(pipe, requests, sampler, steps, args.guidance, args.batch)
-    fake_features = _features(frames, options, None, None, f"{sampler}-{steps}")
+    fake_features = frame_features(frames, options, None, None, f"{sampler}-{steps}")
     logits, _ = condition.classify(classifier, frames)
     requested = np.array([r.condition for r in requests], dtype=object)
     return Result(
@@ -359,7 +359,7 @@ def main() -> None:
     )
     requests = plan_samples(seed=args.seed, n=args.n, design="conditions")
     rows, frames = real_set(args.real, options)
-    real_features, cached = _real_features(args.cache_dir, frames, options, size, None, "real")
+    real_features, cached = real_frame_features(args.cache_dir, frames, options, size, None, "real")
     print(f"real features: {'read from' if cached else 'written to'} {args.cache_dir}")
     classifier, _, view_path = view_classifier(
         args.view_model, args.real, size, args.view_steps, args.seed

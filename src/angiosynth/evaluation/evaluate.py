@@ -116,7 +116,8 @@ def read_samples(samples_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return table, np.stack(images).astype(np.float32) / 255
 
 
-def _subsample(rows: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+def subsample_rows(rows: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most `limit` rows (seeded sample, original order kept); all when limit is None."""
     if limit is None or len(rows) <= limit:
         return rows.reset_index(drop=True)
     return rows.sample(n=limit, random_state=seed).sort_index().reset_index(drop=True)
@@ -128,8 +129,10 @@ def load_sets(real_root: Path, samples_dir: Path, options: EvaluateOptions) -> _
     dataset = CuratedDataset(real_root)
     rows = dataset.arterial()
     rows = rows[rows["prompt"].notna()]
-    split_rows = _subsample(rows[rows["split"] == options.split], options.max_real, options.seed)
-    train_rows = _subsample(rows[rows["split"] == "train"], options.max_train, options.seed)
+    split_rows = subsample_rows(
+        rows[rows["split"] == options.split], options.max_real, options.seed
+    )
+    train_rows = subsample_rows(rows[rows["split"] == "train"], options.max_train, options.seed)
     for name, table in ((options.split, split_rows), ("train", train_rows)):
         if len(table) < 2:
             raise EvaluationError(f"{real_root}: fewer than 2 arterial frames in split {name!r}")
@@ -150,7 +153,8 @@ def _to_255(frames: np.ndarray) -> Iterable[np.ndarray]:
     return (np.round(f * 255).astype(np.uint8) for f in frames)
 
 
-def _features(frames, options, via, progress, desc) -> np.ndarray:
+def frame_features(frames, options, via, progress, desc) -> np.ndarray:
+    """(N, 2048) Inception features of (N, s, s) frames in [0, 1], quantised to 8 bits first."""
     return inception_features(
         _to_255(frames),
         len(frames),
@@ -163,12 +167,16 @@ def _features(frames, options, via, progress, desc) -> np.ndarray:
     )
 
 
-def _real_features(real_root, frames, options, via, progress, desc) -> tuple[np.ndarray, bool]:
+def real_frame_features(real_root, frames, options, via, progress, desc) -> tuple[np.ndarray, bool]:
+    """`frame_features` of real frames, cached under REAL_ROOT/cache/features by pixels,
+    protocol and `via`; returns (features, True when read from the cache)."""
     digest = hashlib.sha256(np.ascontiguousarray(frames).tobytes())
     digest.update(f"{options.protocol.key()}-{via}".encode())
     key = f"{desc}-{digest.hexdigest()[:24]}"
     return cached_features(
-        Path(real_root) / CACHE_DIR, key, lambda: _features(frames, options, via, progress, desc)
+        Path(real_root) / CACHE_DIR,
+        key,
+        lambda: frame_features(frames, options, via, progress, desc),
     )
 
 
@@ -189,9 +197,11 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sets = load_sets(real_root, samples_dir, options)
-    fake_f = _features(sets.fake, options, None, progress, "synthetic features")
-    real_f, real_cached = _real_features(real_root, sets.real, options, sets.size, progress, "real")
-    train_f, _ = _real_features(real_root, sets.train, options, sets.size, progress, "train")
+    fake_f = frame_features(sets.fake, options, None, progress, "synthetic features")
+    real_f, real_cached = real_frame_features(
+        real_root, sets.real, options, sets.size, progress, "real"
+    )
+    train_f, _ = real_frame_features(real_root, sets.train, options, sets.size, progress, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank warnings are kept in the results instead
         inception = inception_metrics(sets, real_f, fake_f, train_f, options)
