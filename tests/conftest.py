@@ -87,7 +87,8 @@ def micro_ldm_config(**train_ldm: object):
 @dataclass(frozen=True)
 class DiffusionData:
     """A curated copy of the shared archive whose arterial.parquet is the phantom's truth:
-    patient 0 is the training split, patient 1 the validation and test split."""
+    the second phantom patient is the training split, the first the validation and test split
+    (chosen by original ID, so the split does not depend on the random pseudonym key)."""
 
     dataset: Path
     vae_run: Path
@@ -101,8 +102,9 @@ def _truth_arterial_table(dataset: Path, truth: pd.DataFrame) -> pd.DataFrame:
     keep = truth[truth["is_arterial"]][["series_uid", "frame_index"]]
     rows = frames.merge(keep, on=["series_uid", "frame_index"])
     rows = rows[rows["circulation"].isin(["anterior", "posterior"])].copy()
-    first = sorted(rows["patient_id"].unique())[0]
-    rows["split"] = np.where(rows["patient_id"] == first, "train", "val")
+    original = truth.drop_duplicates("series_uid").set_index("series_uid")["patient_id"]
+    second = sorted(original.unique())[1]  # by original ID: the same under any pseudonym key
+    rows["split"] = np.where(rows["series_uid"].map(original) == second, "train", "val")
     rows["probability"] = 1.0
     return arterial_table(rows)
 
