@@ -368,6 +368,22 @@ def test_select_mask_with_a_per_series_logit_margin() -> None:
     assert select_mask(scores, margin=None).tolist() == [True, True, True, True, False, True]
 
 
+def test_select_mask_keeps_the_run_around_each_series_peak() -> None:
+    # series a in shuffled row order: frames 0..5 with a second, later burst at frames 4-5
+    scores = pd.DataFrame({
+        "series_uid": ["a", "a", "a", "a", "a", "a", "b", "b"],
+        "frame_index": [3, 0, 1, 2, 5, 4, 0, 1],
+        "probability": [0.2, 0.6, 0.95, 0.7, 0.8, 0.9, 0.3, 0.4],
+    })  # fmt: skip
+
+    assert select_mask(scores, threshold=0.5, contiguous=True).tolist() == [
+        False, True, True, True, False, False, False, False
+    ]  # fmt: skip
+    assert select_mask(scores, threshold=0.5).tolist() == [
+        False, True, True, True, True, True, False, False
+    ]  # fmt: skip
+
+
 def test_select_rejects_a_directory_without_a_model(phase_data: PhaseData, tmp_path: Path):
     with pytest.raises(PhaseModelError, match=r"no config\.json"):
         select_arterial(phase_data.dataset, tmp_path, SelectOptions())

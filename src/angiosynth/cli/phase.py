@@ -118,6 +118,9 @@ def select_command(
     margin: float = typer.Option(_SELECT.margin, "--margin", min=0,
                                  help="... and a logit within D of the series' highest."),
     no_margin: bool = typer.Option(False, "--no-margin", help="Use the threshold alone."),
+    contiguous: bool = typer.Option(_SELECT.contiguous, "--contiguous/--any-frames",
+                                    help="Keep only the run of frames around each series' "
+                                    "peak, or every frame that passes."),
     batch_size: int = typer.Option(_SELECT.batch_size, "--batch-size", min=1),
     workers: int = typer.Option(_SELECT.workers, "--workers", "-j", min=0),
     device: str = typer.Option(_SELECT.device, "--device", help="auto, cpu or cuda."),
@@ -129,11 +132,12 @@ def select_command(
     """Select arterial-phase frames of every kept (anterior/posterior) series.
 
     Scores all stored frames of the kept series and keeps, per series, the frames with
-    probability >= `--threshold` (0.5) whose logit log(p / (1 - p)) is within `--margin` (6) of
-    the highest logit of their series, or the `--per-series` K most probable frames. The
-    per-series margin follows each series' own scale and, on the phantom, raised precision at
-    equal recall over any fixed threshold; a fixed K cannot follow series whose arterial phase
-    spans 2 to 7 frames. Writes DATASET/arterial.parquet (frame_id, series_uid, patient_id,
+    probability >= `--threshold` (0.5) whose logit log(p / (1 - p)) is within `--margin` (5.5) of
+    the highest logit of their series and that form one unbroken run around the series' most
+    probable frame (`--any-frames` drops this), or the `--per-series` K most probable frames.
+    The per-series margin follows each series' own scale and, on the phantom, raised precision
+    at equal recall over any fixed threshold; a fixed K cannot follow series whose arterial
+    phase spans 2 to 7 frames. Writes DATASET/arterial.parquet (frame_id, series_uid, patient_id,
     split, circulation, plane, primary_angle, secondary_angle, view, probability, prompt),
     DATASET/phase_scores.parquet (every frame's probability) and DATASET/phase_metrics.json,
     and redraws the report (Table 1 over the selected frames). With the phantom's ground truth,
@@ -146,6 +150,7 @@ def select_command(
             per_series=per_series,
             threshold=threshold,
             margin=None if no_margin else margin,
+            contiguous=contiguous,
             batch_size=batch_size, workers=workers, device=device, precision=precision,
             truth=truth,
         )  # fmt: skip

@@ -17,8 +17,9 @@ positives by default. A model directory holds::
 
 Selection (`select_arterial`): every stored frame of the kept series is scored and, per series,
 the frames with probability >= a threshold (or the K most probable) are kept in
-DATASET/arterial.parquet with their prompt (default: probability >= 0.5 and a logit within 6 of
-the series' highest, see `select_mask`); all scores go to DATASET/phase_scores.parquet. With
+DATASET/arterial.parquet with their prompt (default: probability >= 0.5, a logit within 5.5 of
+the series' highest, and one contiguous run of frames around the most probable one, see
+`select_mask`); all scores go to DATASET/phase_scores.parquet. With
 the phantom's ground truth at hand, precision / recall / accuracy against `is_arterial` go to
 DATASET/phase_metrics.json, and the curation report is redrawn.
 """
@@ -77,8 +78,9 @@ LOG_FILE = "log.jsonl"
 LABELS_FILE = "labels.parquet"
 PHASE_SCORES_FILE = "phase_scores.parquet"
 PHASE_METRICS_FILE = report.PHASE_METRICS_FILE
-#: Default per-series logit margin of `select_mask` (measured on the phantom; see the CLI).
-DEFAULT_MARGIN = 6.0
+#: Default per-series logit margin of `select_mask`, with the contiguous run: the most accurate
+#: of 4-6 on a phantom archive other than the demo's (seed 1, 12 patients: accuracy 0.974).
+DEFAULT_MARGIN = 5.5
 KEPT_CIRCULATIONS = ("anterior", "posterior")
 ARTERIAL_COLUMNS = [
     "frame_id", "series_uid", "patient_id", "split", "circulation", "plane", "primary_angle",
@@ -535,7 +537,9 @@ class SelectOptions:
         per_series: keep the K most probable frames of each series (threshold and margin unused).
         threshold: keep frames with probability >= threshold ...
         margin: ... and, when set, whose logit is within `margin` of the highest logit of their
-            series (a per-series relative cut).
+            series (a per-series relative cut) ...
+        contiguous: ... and that form one unbroken run of frames around the series' most
+            probable frame (the bolus passes the arteries once).
         batch_size: frames scored per forward pass.
         workers: DataLoader worker processes.
         device: "auto", "cpu" or "cuda[:k]".
@@ -546,6 +550,7 @@ class SelectOptions:
     per_series: int | None = None
     threshold: float = 0.5
     margin: float | None = DEFAULT_MARGIN
+    contiguous: bool = True
     batch_size: int = 64
     workers: int = 0
     device: str = "auto"
@@ -568,6 +573,8 @@ class SelectOptions:
         rule = f"probability >= {self.threshold:g}"
         if self.margin is not None:
             rule += f" and logit >= series maximum - {self.margin:g}"
+        if self.contiguous:
+            rule += ", contiguous around the series' peak"
         return rule
 
 
@@ -605,7 +612,9 @@ def select_arterial(
         raise DatasetError(f"{dataset.root}: no stored frames of anterior/posterior series")
     frames = PhaseFrames(dataset, kept["frame_id"].to_numpy())
     kept["probability"] = predict(model, frames, device, options, progress)
-    chosen = select_mask(kept, options.per_series, options.threshold, options.margin)
+    chosen = select_mask(
+        kept, options.per_series, options.threshold, options.margin, options.contiguous
+    )
     table = arterial_table(kept[chosen])
     write_table_atomic(kept[["frame_id", "probability"]], dataset.root / PHASE_SCORES_FILE)
     write_table_atomic(table, dataset.root / ARTERIAL_FILE)
@@ -626,6 +635,7 @@ def select_mask(
     per_series: int | None = None,
     threshold: float = 0.5,
     margin: float | None = None,
+    contiguous: bool = False,
 ) -> np.ndarray:
     """Which frames to keep, (N,) bool.
 
@@ -633,21 +643,43 @@ def select_mask(
     Otherwise: frames with probability >= `threshold` and, when `margin` is set, a logit
     log(p / (1 - p)) at least the highest logit of the series minus `margin`, so the cut
     follows each series' own scale (the paper keeps "the frames with the highest predicted
-    arterial probabilities" per series).
+    arterial probabilities" per series). With `contiguous`, only the unbroken run of such
+    frames (in frame_index order) that contains the series' most probable frame is kept: the
+    arterial phase is one interval, and an isolated late frame scored high is a venous or
+    capillary frame (on the phantom this raised precision by 0.01-0.02 at equal recall).
 
     Args:
-        scores: series_uid and probability columns, one row per frame.
+        scores: series_uid and probability columns, one row per frame (and frame_index
+            when `contiguous`; rows of a series may come in any order).
     """
     if per_series is not None:
         rank = scores.groupby("series_uid")["probability"].rank(method="first", ascending=False)
         return (rank <= per_series).to_numpy()
     keep = (scores["probability"] >= threshold).to_numpy()
-    if margin is None:
-        return keep
-    p = scores["probability"].clip(1e-12, 1 - 1e-12)
-    logit = np.log(p / (1 - p))
-    best = logit.groupby(scores["series_uid"]).transform("max")
-    return keep & (logit >= best - margin).to_numpy()
+    if margin is not None:
+        p = scores["probability"].clip(1e-12, 1 - 1e-12)
+        logit = np.log(p / (1 - p))
+        best = logit.groupby(scores["series_uid"]).transform("max")
+        keep = keep & (logit >= best - margin).to_numpy()
+    return _run_around_peak(scores, keep) if contiguous else keep
+
+
+def _run_around_peak(scores: pd.DataFrame, keep: np.ndarray) -> np.ndarray:
+    """(N,) bool: of the `keep` frames, those in the run of consecutive kept frames (by
+    frame_index within each series) that holds the series' most probable frame."""
+    frames = pd.DataFrame({"series": scores["series_uid"].to_numpy(),
+                           "index": scores["frame_index"].to_numpy()})  # fmt: skip
+    order = frames.sort_values(["series", "index"], kind="stable").index.to_numpy()
+    series, kept = frames["series"].to_numpy()[order], keep[order]
+    probability = scores["probability"].to_numpy()[order]
+    same_series = np.r_[False, series[1:] == series[:-1]]
+    starts = kept & ~(np.r_[False, kept[:-1]] & same_series)
+    run = np.where(kept, np.cumsum(starts), 0)
+    peak = pd.Series(probability).groupby(series).idxmax()  # positions in sorted order
+    peak_run = pd.Series(run[peak.to_numpy()], index=peak.index).reindex(series).to_numpy()
+    result = np.zeros(len(keep), dtype=bool)
+    result[order] = kept & (run == peak_run)
+    return result
 
 
 def arterial_table(selected: pd.DataFrame) -> pd.DataFrame:
