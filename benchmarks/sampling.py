@@ -1,7 +1,8 @@
 """Benchmark: sampling and training throughput of the latent diffusion model on the CPU.
 
 Usage: python benchmarks/sampling.py [--batch 16] [--repeats 3] [--quick] [--run RUN]
-                                     [--train-steps 10] [--skip-paper] [--paper-repeats 2]
+                                     [--train-steps 10] [--paper-repeats 2]
+                                     [--sections sampling,training,paper]
 
 Prints one table per section (median over repeats, wall-clock seconds):
 
@@ -17,13 +18,14 @@ Prints one table per section (median over repeats, wall-clock seconds):
    DDPM-noised random latents of the config's shape, real prompts, forward + backward + gradient
    clipping + AdamW; no EMA, no data loading) at train_ldm.batch_size, in fp32 and under
    bf16 autocast; median of `--train-steps` steps after 2 warm-up steps.
-3. The paper configuration (configs/paper.yaml; `--skip-paper` leaves it out): forward + backward
+3. The paper configuration (configs/paper.yaml): forward + backward
    seconds per image of UNet + text encoder on 3 x 64 x 64 latents at batch 1 (and 2 while the
    estimated time stays within `--paper-budget` seconds), fp32 and bf16, one warm-up step and
    `--paper-repeats` timed steps each; and the autoencoder's encode + decode seconds per
    256 x 256 image; with parameter counts.
 
-Runs offline: every model is built from its configuration with `torch.manual_seed`.
+`--sections` runs some of them (e.g. `--sections paper`). Runs offline: every model is built
+from its configuration with `torch.manual_seed`.
 """
 
 from __future__ import annotations
@@ -310,43 +312,8 @@ def bench_paper(
     return counts, rows, vae_rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16, help="images per sampling batch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed sampling runs per setting")
-    parser.add_argument("--quick", action="store_true", help="time ddpm-1000 once")
-    parser.add_argument("--run", type=Path, help="a trained `train ldm` run to sample from")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=CONFIGS / "tiny.yaml",
-        help="configuration of the random-init sampling model and of training",
-    )
-    parser.add_argument("--train-steps", type=int, default=10, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--skip-paper", action="store_true", help="leave out section 3")
-    parser.add_argument("--paper-config", type=Path, default=CONFIGS / "paper.yaml")
-    parser.add_argument("--paper-repeats", type=int, default=2, help="timed steps per setting")
-    parser.add_argument(
-        "--paper-budget",
-        type=float,
-        default=240.0,
-        help="largest estimated seconds for a batch-2 setting of section 3",
-    )
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    config = load_config(args.config, LDMConfig)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} cores: {cpu_model()}"
-    )
-    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
+def print_sampling(args: argparse.Namespace, config: LDMConfig) -> None:
+    """Section 1: sampling throughput of the tiny (or a trained) model."""
     section = time.perf_counter()
     if args.run is not None:
         pipe = LatentDiffusion.load(args.run)
@@ -378,6 +345,9 @@ def main() -> None:
     ]
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
 
+
+def print_training(args: argparse.Namespace, config: LDMConfig) -> None:
+    """Section 2: training-step throughput of the tiny configuration."""
     section = time.perf_counter()
     rows = bench_training(config, args.train_steps, args.warmup, args.seed)
     cfg = config.train_ldm
@@ -401,46 +371,99 @@ def main() -> None:
     ]
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
 
-    if not args.skip_paper:
-        section = time.perf_counter()
-        paper = load_config(args.paper_config, LDMConfig)
-        counts, rows, vae_rows = bench_paper(
-            paper, args.paper_repeats, args.paper_budget, args.seed
-        )
-        print()
-        print(
-            f"3. {args.paper_config.name}: latents {paper.vae.latent_channels}x"
-            f"{paper.latent_size}x{paper.latent_size}, images {paper.data.image_size}x"
-            f"{paper.data.image_size}; {time.perf_counter() - section:.0f} s"
-        )
-        print()
-        print(
-            tabulate(
-                counts,
-                headers=["network", "parameters (M)"],
-                tablefmt="github",
-                disable_numparse=True,
-            )
-        )
-        print()
-        headers = [
-            "batch",
-            "precision",
-            "repeats",
-            "first step (s)",
-            "s/step (median)",
-            "all repeats (s)",
-            "s/image",
-        ]
-        print("UNet + text encoder, forward + backward (no optimiser step):")
-        print()
-        print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
-        print()
-        print("VAE encode + decode of one image:")
-        print()
-        headers = ["precision", "repeats", "first (s)", "s/image (median)", "all repeats (s)"]
-        print(tabulate(vae_rows, headers=headers, tablefmt="github", disable_numparse=True))
 
+def print_paper(args: argparse.Namespace, config: LDMConfig) -> None:
+    """Section 3: parameter counts and per-image cost of the paper's configuration."""
+    section = time.perf_counter()
+    paper = load_config(args.paper_config, LDMConfig)
+    counts, rows, vae_rows = bench_paper(paper, args.paper_repeats, args.paper_budget, args.seed)
+    print()
+    print(
+        f"3. {args.paper_config.name}: latents {paper.vae.latent_channels}x"
+        f"{paper.latent_size}x{paper.latent_size}, images {paper.data.image_size}x"
+        f"{paper.data.image_size}; {time.perf_counter() - section:.0f} s"
+    )
+    print()
+    print(
+        tabulate(
+            counts,
+            headers=["network", "parameters (M)"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
+    print()
+    headers = [
+        "batch",
+        "precision",
+        "repeats",
+        "first step (s)",
+        "s/step (median)",
+        "all repeats (s)",
+        "s/image",
+    ]
+    print("UNet + text encoder, forward + backward (no optimiser step):")
+    print()
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print()
+    print("VAE encode + decode of one image:")
+    print()
+    headers = ["precision", "repeats", "first (s)", "s/image (median)", "all repeats (s)"]
+    print(tabulate(vae_rows, headers=headers, tablefmt="github", disable_numparse=True))
+
+
+SECTIONS = {"sampling": print_sampling, "training": print_training, "paper": print_paper}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16, help="images per sampling batch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed sampling runs per setting")
+    parser.add_argument("--quick", action="store_true", help="time ddpm-1000 once")
+    parser.add_argument("--run", type=Path, help="a trained `train ldm` run to sample from")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIGS / "tiny.yaml",
+        help="configuration of the random-init sampling model and of training",
+    )
+    parser.add_argument("--train-steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument(
+        "--sections",
+        type=lambda text: text.split(","),
+        default=list(SECTIONS),
+        help="comma-separated sections to run: sampling, training, paper (default: all)",
+    )
+    parser.add_argument("--paper-config", type=Path, default=CONFIGS / "paper.yaml")
+    parser.add_argument("--paper-repeats", type=int, default=2, help="timed steps per setting")
+    parser.add_argument(
+        "--paper-budget",
+        type=float,
+        default=240.0,
+        help="largest estimated seconds for a batch-2 setting of section 3",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(
+            f"--sections: unknown section {unknown[0]!r} (choose from {', '.join(SECTIONS)})"
+        )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    config = load_config(args.config, LDMConfig)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} cores: {cpu_model()}"
+    )
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    for name in args.sections:
+        SECTIONS[name](args, config)
     print()
     print(f"total {time.perf_counter() - started:.0f} s")
 
