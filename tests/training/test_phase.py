@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,14 @@ from angiosynth.data.phase import (
 from angiosynth.phantom.archive import write_archive
 from angiosynth.training.phase import (
     ARTERIAL_COLUMNS,
+    DEFAULT_MARGIN,
     PhaseModelError,
     PhaseTrainOptions,
     SelectOptions,
     binary_metrics,
+    calibrate_margin,
     load_phase_model,
+    resolve_margin,
     roc_auc,
     select_arterial,
     select_mask,
@@ -268,6 +272,11 @@ def test_train_writes_the_model_directory(phase_data: PhaseData) -> None:
     by_role = labels.groupby("role")["patient_id"].unique()
     assert set(by_role["train"]).isdisjoint(by_role["holdout"])
     assert not list(model.glob(".*tmp"))
+    calibrated = config["selection"]
+    assert calibrated == metrics["selection"] and calibrated["series"] >= 1
+    assert calibrated["margin"] == pytest.approx(
+        (calibrated["positive_gap_median"] + calibrated["negative_gap_median"]) / 2, abs=1e-3
+    )
 
 
 def test_saved_model_loads_and_gives_the_same_outputs(phase_data: PhaseData) -> None:
@@ -384,6 +393,52 @@ def test_select_mask_keeps_the_run_around_each_series_peak() -> None:
     ]  # fmt: skip
 
 
+def test_calibrated_margin_lies_halfway_between_the_median_gaps() -> None:
+    # logits per frame; series a: peak 10, lowest positive 7 (gap 3), highest negative 2 (gap 8);
+    # b: peak 6, lowest positive 5 (gap 1), highest negative 0 (gap 6); c has no negative
+    logits = {1: 10.0, 2: 8.0, 3: 7.0, 4: 2.0, 5: -5.0, 6: 4.0,  # a (6: unlabelled)
+              7: 6.0, 8: 5.0, 9: 0.0, 10: 3.0, 11: 2.0}  # fmt: skip
+    series = ["a"] * 6 + ["b"] * 3 + ["c"] * 2
+    probability = 1 / (1 + np.exp(-np.array(list(logits.values()))))
+    scores = pd.DataFrame(
+        {"frame_id": list(logits), "series_uid": series, "probability": probability}
+    )
+    labelled = pd.DataFrame({
+        "frame_id": [1, 2, 3, 4, 5, 7, 8, 9, 10, 11],
+        "series_uid": ["a"] * 5 + ["b"] * 3 + ["c"] * 2,
+        "label": [1, 1, 1, 0, 0, 1, 1, 0, 1, 1],
+    })  # fmt: skip
+
+    calibrated = calibrate_margin(scores, labelled)
+
+    assert calibrated["series"] == 2
+    assert calibrated["positive_gap_median"] == pytest.approx(2.0)  # median of 3 and 1
+    assert calibrated["negative_gap_median"] == pytest.approx(7.0)  # median of 8 and 6
+    assert calibrated["margin"] == pytest.approx(4.5)
+    assert calibrate_margin(scores, labelled[labelled["label"] == 1]) is None
+
+
+def test_auto_margin_takes_the_model_calibration_or_the_default() -> None:
+    auto = SelectOptions()
+
+    assert resolve_margin(auto, {"selection": {"margin": 4.25}}).margin == 4.25
+    assert resolve_margin(auto, {"selection": None}).margin == DEFAULT_MARGIN
+    assert resolve_margin(SelectOptions(margin=3.0), {"selection": {"margin": 4.25}}).margin == 3
+    with pytest.raises(ValueError, match="number >= 0 or auto"):
+        SelectOptions(margin="wide")
+
+
+def test_select_uses_the_calibrated_margin_by_default(phase_data: PhaseData, tmp_path: Path):
+    copy = tmp_path / "dataset"
+    shutil.copytree(phase_data.dataset, copy)
+    calibrated = json.loads((phase_data.model / "config.json").read_text())["selection"]
+
+    result = select_arterial(copy, phase_data.model, SelectOptions())
+
+    assert result.metrics["selection"]["margin"] == calibrated["margin"]
+    assert f"- {calibrated['margin']:g}" in result.metrics["selection"]["rule"]
+
+
 def test_select_rejects_a_directory_without_a_model(phase_data: PhaseData, tmp_path: Path):
     with pytest.raises(PhaseModelError, match=r"no config\.json"):
         select_arterial(phase_data.dataset, tmp_path, SelectOptions())
@@ -414,11 +469,16 @@ def test_cli_errors_are_one_line(phase_data: PhaseData, tmp_path: Path) -> None:
     no_dataset = runner.invoke(
         app, ["phase", "select", str(tmp_path), "--model", str(phase_data.model)]
     )
+    bad_margin = runner.invoke(
+        app, ["phase", "select", str(phase_data.dataset), "--model", str(phase_data.model),
+              "--margin", "wide"],
+    )  # fmt: skip
 
     cases = (
         (missing, "no.csv: annotations file not found"),
         (no_model, "no config.json"),
         (no_dataset, "not a curated dataset"),
+        (bad_margin, "--margin must be a number >= 0 or auto, got 'wide'"),
     )
     for result, words in cases:
         assert result.exit_code == 2, result.output

@@ -10,6 +10,7 @@ from angiosynth.cli._common import fail, progress_bar
 from angiosynth.curation.dataset import DatasetError
 from angiosynth.data.phase import LabelRule, PhaseDataError
 from angiosynth.training.phase import (
+    DEFAULT_MARGIN,
     PhaseModelError,
     PhaseTrainOptions,
     SelectOptions,
@@ -104,6 +105,16 @@ def train_command(
         f"{split['train']['series']} series"
     )
     typer.echo(f"holdout at 0.5: {_scores(result.metrics['holdout'])}")
+    calibrated = result.metrics["selection"]
+    if calibrated is None:
+        typer.echo(f"selection margin: no holdout series with positive and negative frames; "
+                   f"phase select uses {DEFAULT_MARGIN:g}")  # fmt: skip
+    else:
+        typer.echo(
+            f"selection margin (holdout-calibrated): {calibrated['margin']:.2f} (median gaps "
+            f"below the series' peak logit: positives {calibrated['positive_gap_median']:.2f}, "
+            f"negatives {calibrated['negative_gap_median']:.2f}; {calibrated['series']} series)"
+        )
     typer.echo(f"model: {out} ({result.seconds:.0f} s)")
 
 
@@ -115,8 +126,9 @@ def select_command(
                                    help="Keep the K most probable frames of each series."),
     threshold: float = typer.Option(_SELECT.threshold, "--threshold", "-t", min=0, max=1,
                                     help="Keep frames with probability >= P."),
-    margin: float = typer.Option(_SELECT.margin, "--margin", min=0,
-                                 help="... and a logit within D of the series' highest."),
+    margin: str = typer.Option(_SELECT.margin, "--margin",
+                               help="... and a logit within D of the series' highest "
+                               "(auto: the margin calibrated on the model's holdout)."),
     no_margin: bool = typer.Option(False, "--no-margin", help="Use the threshold alone."),
     contiguous: bool = typer.Option(_SELECT.contiguous, "--contiguous/--any-frames",
                                     help="Keep only the run of frames around each series' "
@@ -132,12 +144,15 @@ def select_command(
     """Select arterial-phase frames of every kept (anterior/posterior) series.
 
     Scores all stored frames of the kept series and keeps, per series, the frames with
-    probability >= `--threshold` (0.5) whose logit log(p / (1 - p)) is within `--margin` (5.5) of
-    the highest logit of their series and that form one unbroken run around the series' most
+    probability >= `--threshold` (0.5) whose logit log(p / (1 - p)) is within `--margin` of the
+    highest logit of their series and that form one unbroken run around the series' most
     probable frame (`--any-frames` drops this), or the `--per-series` K most probable frames.
-    The per-series margin follows each series' own scale and, on the phantom, raised precision
-    at equal recall over any fixed threshold; a fixed K cannot follow series whose arterial
-    phase spans 2 to 7 frames. Writes DATASET/arterial.parquet (frame_id, series_uid, patient_id,
+    The default margin (auto) is the model's own, calibrated on its holdout series by `phase
+    train`: halfway between how far below a series' peak its positive frames (within 0.5 s of
+    the annotated frame) and its nearest negative frame (1.0 s away) score. The per-series
+    margin follows each series' own scale and, on the phantom, raised precision at equal
+    recall over any fixed threshold; a fixed K cannot follow series whose arterial phase spans
+    2 to 7 frames. Writes DATASET/arterial.parquet (frame_id, series_uid, patient_id,
     split, circulation, plane, primary_angle, secondary_angle, view, probability, prompt),
     DATASET/phase_scores.parquet (every frame's probability) and DATASET/phase_metrics.json,
     and redraws the report (Table 1 over the selected frames). With the phantom's ground truth,
@@ -149,7 +164,7 @@ def select_command(
         options = SelectOptions(
             per_series=per_series,
             threshold=threshold,
-            margin=None if no_margin else margin,
+            margin=None if no_margin else _margin(margin),
             contiguous=contiguous,
             batch_size=batch_size, workers=workers, device=device, precision=precision,
             truth=truth,
@@ -159,7 +174,7 @@ def select_command(
         fail(str(err))
     typer.echo(
         f"selected {result.selected} of {result.frames} frames in {result.series} series "
-        f"({options.describe()}) -> {dataset / 'arterial.parquet'}"
+        f"({result.metrics['selection']['rule']}) -> {dataset / 'arterial.parquet'}"
     )
     if result.without_prompt:
         typer.echo(f"  {result.without_prompt} selected frames have no prompt (plane not A/B)")
@@ -173,6 +188,16 @@ def select_command(
     if "holdout" in result.metrics:
         typer.echo(f"model holdout at 0.5: {_scores(result.metrics['holdout'])}")
     typer.echo(f"report: {dataset / 'report.md'}")
+
+
+def _margin(text: str) -> float | str:
+    """--margin: "auto" or a number (SelectOptions checks the range)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--margin must be a number >= 0 or auto, got {text!r}")
 
 
 def _print_epoch(record: dict) -> None:

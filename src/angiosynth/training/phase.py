@@ -10,18 +10,20 @@ positives by default. A model directory holds::
 
     MODEL/
       model.safetensors   weights (safetensors; never pickled)
-      config.json         architecture, input, training settings, label rule, holdout, dataset
+      config.json         architecture, input, training settings, label rule, holdout, dataset,
+                          the selection margin calibrated on the holdout (`calibrate_margin`)
       metrics.json        holdout metrics at threshold 0.5, train loss per epoch, label counts
       log.jsonl           one line per epoch: train loss and holdout metrics
       labels.parquet      the labelled frames and their role (train / holdout)
 
 Selection (`select_arterial`): every stored frame of the kept series is scored and, per series,
 the frames with probability >= a threshold (or the K most probable) are kept in
-DATASET/arterial.parquet with their prompt (default: probability >= 0.5, a logit within 5.5 of
-the series' highest, and one contiguous run of frames around the most probable one, see
-`select_mask`); all scores go to DATASET/phase_scores.parquet. With
-the phantom's ground truth at hand, precision / recall / accuracy against `is_arterial` go to
-DATASET/phase_metrics.json, and the curation report is redrawn.
+DATASET/arterial.parquet with their prompt (default: probability >= 0.5, a logit within the
+model's holdout-calibrated margin of the series' highest, and one contiguous run of frames
+around the most probable one, see `select_mask` and `calibrate_margin`); all scores go to
+DATASET/phase_scores.parquet. With the phantom's ground truth at hand, precision / recall /
+accuracy against `is_arterial` go to DATASET/phase_metrics.json, and the curation report is
+redrawn.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,7 @@ from angiosynth.curation.dataset import (
 from angiosynth.data.phase import (
     AMBIGUOUS,
     INPUT_SIZE,
+    NEGATIVE,
     POSITIVE,
     LabelRule,
     LabelSummary,
@@ -78,9 +81,12 @@ LOG_FILE = "log.jsonl"
 LABELS_FILE = "labels.parquet"
 PHASE_SCORES_FILE = "phase_scores.parquet"
 PHASE_METRICS_FILE = report.PHASE_METRICS_FILE
-#: Default per-series logit margin of `select_mask`, with the contiguous run: the most accurate
-#: of 4-6 on a phantom archive other than the demo's (seed 1, 12 patients: accuracy 0.974).
+#: Per-series logit margin of `select_mask` for models without a calibrated one (trained before
+#: `calibrate_margin`): with the contiguous run, the most accurate of 4-6 on a phantom archive
+#: other than the demo's (seed 1, 12 patients: accuracy 0.974).
 DEFAULT_MARGIN = 5.5
+#: `SelectOptions.margin` value that takes the model's calibrated margin.
+AUTO_MARGIN = "auto"
 KEPT_CIRCULATIONS = ("anterior", "posterior")
 ARTERIAL_COLUMNS = [
     "frame_id", "series_uid", "patient_id", "split", "circulation", "plane", "primary_angle",
@@ -199,7 +205,8 @@ def train_phase_classifier(
     seconds = time.monotonic() - start
     config = _train_config(dataset.root, Path(annotations), options, device, summary, split)
     config["training"].update(pos_weight=fit.pos_weight, epochs=fit.epochs)
-    metrics = _train_metrics(history, summary, split, seconds)
+    config["selection"] = _holdout_calibration(model, dataset, used[holdout], device, options)
+    metrics = {**_train_metrics(history, summary, split, seconds), "selection": config["selection"]}
     save_phase_model(model, out, config)
     write_json_atomic(out / METRICS_FILE, metrics)
     write_table_atomic(used, out / LABELS_FILE)
@@ -229,6 +236,51 @@ def _labelled_frames(
                 f"{annotations}: the {side} patients have no positive or no negative frames"
             )
     return used.assign(role=np.where(holdout, "holdout", "train")), summary, split
+
+
+def _holdout_calibration(model, dataset: CuratedDataset, holdout: pd.DataFrame, device,
+                         options) -> dict | None:  # fmt: skip
+    """`calibrate_margin` over every stored frame of the holdout series (None: too few)."""
+    frames = dataset.frames[dataset.frames["series_uid"].isin(holdout["series_uid"])]
+    scored = PhaseFrames(dataset, frames["frame_id"].to_numpy())
+    probability = predict(model, scored, device, options)
+    return calibrate_margin(frames.assign(probability=probability), holdout)
+
+
+def calibrate_margin(scores: pd.DataFrame, labelled: pd.DataFrame) -> dict | None:
+    """The per-series logit margin of `select_mask`, set from the holdout series.
+
+    In each holdout series, the positive gap is how far below the series' highest logit its
+    lowest positive frame lies (the edge of the positive window, 0.5 s from the annotated frame
+    by default), and the negative gap how far below it its highest negative frame lies (1.0 s
+    away). The margin is halfway between the median positive and the median negative gap: the
+    boundary of the arterial phase is placed between the two windows of the label rule, on the
+    scale of this model's own logits, which moves from one training run to the next.
+
+    Args:
+        scores: series_uid, frame_id and probability of every frame of the holdout series.
+        labelled: the holdout's labelled frames (frame_id, series_uid, label).
+
+    Returns:
+        {"margin", "positive_gap_median", "negative_gap_median", "series"}, or None when no
+        holdout series has both a positive and a negative frame.
+    """
+    p = scores["probability"].clip(1e-12, 1 - 1e-12)
+    logit = pd.Series(np.log(p / (1 - p)).to_numpy(), index=scores["frame_id"].to_numpy())
+    highest = logit.groupby(scores["series_uid"].to_numpy()).max()
+    rows = labelled[labelled["frame_id"].isin(logit.index)]
+    gap = (
+        highest.reindex(rows["series_uid"]).to_numpy() - logit.reindex(rows["frame_id"]).to_numpy()
+    )
+    rows = rows.assign(gap=gap)
+    positive = rows[rows["label"] == POSITIVE].groupby("series_uid")["gap"].max()
+    negative = rows[rows["label"] == NEGATIVE].groupby("series_uid")["gap"].min()
+    both = positive.index.intersection(negative.index)
+    if len(both) == 0:
+        return None
+    pos, neg = float(positive[both].median()), float(negative[both].median())
+    return {"margin": round((pos + neg) / 2, 4), "positive_gap_median": round(pos, 4),
+            "negative_gap_median": round(neg, 4), "series": len(both)}  # fmt: skip
 
 
 def pos_weight(rows: pd.DataFrame) -> float:
@@ -539,7 +591,8 @@ class SelectOptions:
         per_series: keep the K most probable frames of each series (threshold and margin unused).
         threshold: keep frames with probability >= threshold ...
         margin: ... and, when set, whose logit is within `margin` of the highest logit of their
-            series (a per-series relative cut) ...
+            series (a per-series relative cut; "auto": the model's calibrated margin, see
+            `calibrate_margin`, or DEFAULT_MARGIN for a model without one) ...
         contiguous: ... and that form one unbroken run of frames around the series' most
             probable frame (the bolus passes the arteries once).
         batch_size: frames scored per forward pass.
@@ -551,7 +604,7 @@ class SelectOptions:
 
     per_series: int | None = None
     threshold: float = 0.5
-    margin: float | None = DEFAULT_MARGIN
+    margin: float | str | None = AUTO_MARGIN
     contiguous: bool = True
     batch_size: int = 64
     workers: int = 0
@@ -564,8 +617,11 @@ class SelectOptions:
             raise ValueError(f"--per-series must be >= 1, got {self.per_series}")
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}")
-        if self.margin is not None and self.margin < 0:
-            raise ValueError(f"--margin must be >= 0, got {self.margin}")
+        margin_ok = self.margin in (AUTO_MARGIN, None) or (
+            not isinstance(self.margin, str) and self.margin >= 0
+        )
+        if not margin_ok:
+            raise ValueError(f"--margin must be a number >= 0 or auto, got {self.margin!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -573,7 +629,9 @@ class SelectOptions:
         if self.per_series is not None:
             return f"top {self.per_series} frames per series"
         rule = f"probability >= {self.threshold:g}"
-        if self.margin is not None:
+        if self.margin == AUTO_MARGIN:
+            rule += " and logit >= series maximum - the model's calibrated margin"
+        elif self.margin is not None:
             rule += f" and logit >= series maximum - {self.margin:g}"
         if self.contiguous:
             rule += ", contiguous around the series' peak"
@@ -607,7 +665,8 @@ def select_arterial(
     options = options or SelectOptions()
     dataset = CuratedDataset(dataset_root)
     device = resolve_device(options.device)
-    model, _ = load_phase_model(model_dir, device)
+    model, config = load_phase_model(model_dir, device)
+    options = resolve_margin(options, config)
     kept = dataset.frames[dataset.frames["circulation"].isin(KEPT_CIRCULATIONS)]
     kept = kept.reset_index(drop=True)
     if kept.empty:
@@ -630,6 +689,15 @@ def select_arterial(
         without_prompt=int(table["prompt"].isna().sum()),
         metrics=metrics,
     )
+
+
+def resolve_margin(options: SelectOptions, model_config: dict) -> SelectOptions:
+    """`options` with an "auto" margin replaced by the model's calibrated one (config.json
+    "selection"), or by DEFAULT_MARGIN when the model has none."""
+    if options.margin != AUTO_MARGIN:
+        return options
+    calibrated = (model_config.get("selection") or {}).get("margin")
+    return replace(options, margin=float(calibrated) if calibrated is not None else DEFAULT_MARGIN)
 
 
 def select_mask(
@@ -711,6 +779,7 @@ def _selection_metrics(
     metrics: dict = {
         "selection": {
             "rule": options.describe(),
+            "margin": options.margin,
             "frames_scored": len(kept),
             "frames_selected": int(chosen.sum()),
             "series": int(kept["series_uid"].nunique()),
