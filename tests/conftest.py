@@ -13,6 +13,8 @@ import pytest
 from angiosynth.config import PhantomConfig
 from angiosynth.phantom.archive import ArchiveSummary, write_archive
 
+#: A fixed pseudonymisation key, so pseudonyms (and hence splits) are the same in every session.
+KEY_HEX = "5f3c9a0e1d2b4c6a8e7f9012a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6"
 #: Settings of the shared archive: small frames, two patients, a fixed seed.
 ARCHIVE_SIZE = 96
 ARCHIVE_PATIENTS = 2
@@ -33,6 +35,13 @@ class Archive:
     def series(self) -> pd.DataFrame:
         """One row per series (the first frame's row), indexed by series_uid."""
         return self.truth.groupby("series_uid").first()
+
+
+def write_key(path: Path) -> Path:
+    """Writes the fixed key to `path` (the dataset's key lives outside the dataset)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(KEY_HEX + "\n")
+    return path
 
 
 def small_config(image_size: int = ARCHIVE_SIZE) -> PhantomConfig:
@@ -120,7 +129,8 @@ def diffusion_data(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -
 
     base = tmp_path_factory.mktemp("diffusion")
     dataset = base / "dataset"
-    curate(archive.root / "dicom", dataset, DEFAULT_RULES, CurateOptions(size=64))
+    options = CurateOptions(size=64, key_file=write_key(base / "dataset.key"))
+    curate(archive.root / "dicom", dataset, DEFAULT_RULES, options)
     _truth_arterial_table(dataset, archive.truth).to_parquet(dataset / "arterial.parquet")
     config = micro_ldm_config()
     train_vae(dataset, config, base / "vae")

@@ -1,4 +1,5 @@
-"""Helpers shared by the curation tests: a fixed key, archive copies, small XA files."""
+"""Helpers shared by the curation tests: archive copies, small XA files, `curate` with the
+fixed key of conftest."""
 
 from __future__ import annotations
 
@@ -13,20 +14,12 @@ import pydicom
 from angiosynth.curation.curate import CurateOptions, CurationSummary, curate
 from angiosynth.curation.rules import DEFAULT_RULES, CirculationRules
 from angiosynth.phantom.dicom_writer import XASeriesInfo, write_xa_series
+from conftest import write_key
 
-#: A fixed pseudonymisation key, so pseudonyms (and hence splits) are the same in every session.
-KEY_HEX = "5f3c9a0e1d2b4c6a8e7f9012a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6"
 #: Every stored size in these tests (the phantom archive is 96 px).
 SIZE = 64
 #: Strings of the phantom's original identities that must never reach a dataset.
 IDENTITY_MARKERS = ("PHANTOM0", "PATIENT0")
-
-
-def write_key(path: Path) -> Path:
-    """Writes the fixed key to `path` (the dataset's key lives outside the dataset)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(KEY_HEX + "\n")
-    return path
 
 
 def copy_dicom(archive_root: Path, dest: Path) -> Path:

@@ -50,6 +50,7 @@ from angiosynth.training.phase import (
     select_mask,
     train_phase_classifier,
 )
+from conftest import write_key
 
 runner = CliRunner()
 #: Fast training settings for the tests (one short epoch on CPU).
@@ -78,7 +79,8 @@ def phase_data(tmp_path_factory: pytest.TempPathFactory) -> PhaseData:
     base = tmp_path_factory.mktemp("phase")
     config = PhantomConfig(image_size=96, annotate_share=1.0)
     write_archive(base / "archive", n_patients=3, seed=0, config=config)
-    curate(base / "archive" / "dicom", base / "dataset", DEFAULT_RULES, CurateOptions(size=64))
+    options = CurateOptions(size=64, key_file=write_key(base / "dataset.key"))
+    curate(base / "archive" / "dicom", base / "dataset", DEFAULT_RULES, options)
     truth = pd.read_parquet(base / "archive" / "ground_truth.parquet")
     patients = truth.drop_duplicates("series_uid").set_index("series_uid")["patient_id"]
     annotations = pd.read_csv(base / "archive" / "annotations.csv")
