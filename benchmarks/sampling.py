@@ -312,6 +312,11 @@ def bench_paper(
     return counts, rows, vae_rows
 
 
+def print_table(rows: list[list], headers: list[str]) -> None:
+    """A GitHub-markdown table of pre-formatted cells."""
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+
+
 def print_sampling(args: argparse.Namespace, config: LDMConfig) -> None:
     """Section 1: sampling throughput of the tiny (or a trained) model."""
     section = time.perf_counter()
@@ -343,7 +348,7 @@ def print_sampling(args: argparse.Namespace, config: LDMConfig) -> None:
         "ms/NFE/image",
         "ms/network call",
     ]
-    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print_table(rows, headers)
 
 
 def print_training(args: argparse.Namespace, config: LDMConfig) -> None:
@@ -369,7 +374,7 @@ def print_training(args: argparse.Namespace, config: LDMConfig) -> None:
         "steps/s",
         "images/s",
     ]
-    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print_table(rows, headers)
 
 
 def print_paper(args: argparse.Namespace, config: LDMConfig) -> None:
@@ -384,14 +389,7 @@ def print_paper(args: argparse.Namespace, config: LDMConfig) -> None:
         f"{paper.data.image_size}; {time.perf_counter() - section:.0f} s"
     )
     print()
-    print(
-        tabulate(
-            counts,
-            headers=["network", "parameters (M)"],
-            tablefmt="github",
-            disable_numparse=True,
-        )
-    )
+    print_table(counts, ["network", "parameters (M)"])
     print()
     headers = [
         "batch",
@@ -404,12 +402,12 @@ def print_paper(args: argparse.Namespace, config: LDMConfig) -> None:
     ]
     print("UNet + text encoder, forward + backward (no optimiser step):")
     print()
-    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print_table(rows, headers)
     print()
     print("VAE encode + decode of one image:")
     print()
     headers = ["precision", "repeats", "first (s)", "s/image (median)", "all repeats (s)"]
-    print(tabulate(vae_rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print_table(vae_rows, headers)
 
 
 SECTIONS = {"sampling": print_sampling, "training": print_training, "paper": print_paper}

@@ -247,6 +247,12 @@ def _holdout_calibration(model, dataset: CuratedDataset, holdout: pd.DataFrame, 
     return calibrate_margin(frames.assign(probability=probability), holdout)
 
 
+def logits(probability: pd.Series | np.ndarray) -> np.ndarray:
+    """(N,) log(p / (1 - p)) of (N,) probabilities, clipped to 1e-12 from 0 and 1."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p))
+
+
 def calibrate_margin(scores: pd.DataFrame, labelled: pd.DataFrame) -> dict | None:
     """The per-series logit margin of `select_mask`, set from the holdout series.
 
@@ -265,8 +271,7 @@ def calibrate_margin(scores: pd.DataFrame, labelled: pd.DataFrame) -> dict | Non
         {"margin", "positive_gap_median", "negative_gap_median", "series"}, or None when no
         holdout series has both a positive and a negative frame.
     """
-    p = scores["probability"].clip(1e-12, 1 - 1e-12)
-    logit = pd.Series(np.log(p / (1 - p)).to_numpy(), index=scores["frame_id"].to_numpy())
+    logit = pd.Series(logits(scores["probability"]), index=scores["frame_id"].to_numpy())
     highest = logit.groupby(scores["series_uid"].to_numpy()).max()
     rows = labelled[labelled["frame_id"].isin(logit.index)]
     gap = (
@@ -727,8 +732,7 @@ def select_mask(
         return (rank <= per_series).to_numpy()
     keep = (scores["probability"] >= threshold).to_numpy()
     if margin is not None:
-        p = scores["probability"].clip(1e-12, 1 - 1e-12)
-        logit = np.log(p / (1 - p))
+        logit = pd.Series(logits(scores["probability"]), index=scores.index)
         best = logit.groupby(scores["series_uid"]).transform("max")
         keep = keep & (logit >= best - margin).to_numpy()
     return _run_around_peak(scores, keep) if contiguous else keep
