@@ -1,7 +1,7 @@
 """Typed configuration models and YAML loading.
 
 Every model forbids unknown keys, so a misspelt option is an error that names the field instead of
-being silently ignored. This module imports nothing else from angiosynth.
+being silently ignored. This module imports nothing else from angiosynth but `errors`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from angiosynth.errors import AngiosynthError
 
-class ConfigError(ValueError):
+
+class ConfigError(AngiosynthError, ValueError):
     """A configuration file or value is invalid; the message names the file and field."""
 
 

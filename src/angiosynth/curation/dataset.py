@@ -18,7 +18,6 @@ belong to an interrupted run and are overwritten when it resumes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 import zarr
 
 from angiosynth.curation.frames import STORED_MAX
+from angiosynth.errors import AngiosynthError
 
 SERIES_FILE = "series.parquet"
 FRAMES_FILE = "frames.parquet"
@@ -35,19 +35,8 @@ ARTERIAL_FILE = "arterial.parquet"
 SETTINGS_FILE = "curation.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(AngiosynthError, ValueError):
     """A dataset directory is missing files or is inconsistent."""
-
-
-def write_table_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Writes a Parquet or CSV table under a temporary name, then renames it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 class CuratedDataset:

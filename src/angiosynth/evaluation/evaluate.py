@@ -37,14 +37,14 @@ from PIL import Image
 
 from angiosynth import __version__
 from angiosynth.conditions import CONDITIONS
-from angiosynth.curation.dataset import CuratedDataset, write_table_atomic
+from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.data.phase import resize_frames
 from angiosynth.diffusion.sampling import SAMPLES_FILE
 from angiosynth.evaluation import condition, memorisation, metrics, morphology
 from angiosynth.evaluation.features import FeatureProtocol, cached_features, inception_features
 from angiosynth.evaluation.report import write_report
 from angiosynth.models.classifiers import load_view_classifier, view_accuracy, view_targets
-from angiosynth.runfiles import write_json_atomic
+from angiosynth.runfiles import write_json_atomic, write_table_atomic
 
 Progress = Callable[[Iterable, int, str], Iterable]
 METRICS_FILE = "metrics.json"

@@ -28,7 +28,6 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import select
 
-from angiosynth.curation.dataset import write_table_atomic
 from angiosynth.readerstudy.storage import (
     SEGMENTS,
     ExternalFlagRow,
@@ -38,6 +37,7 @@ from angiosynth.readerstudy.storage import (
     ScreeningRow,
     StudyStore,
 )
+from angiosynth.runfiles import write_table_atomic
 
 RATING_COLUMNS = ("image_id", "condition", "rater", "segment", "score", "external")
 SCREENING_COLUMNS = ("image_id", "condition", "keep")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from angiosynth.curation.dataset import write_table_atomic
 from angiosynth.readerstudy.analysis import (
     RULES,
     SEGMENTS,
@@ -27,7 +26,7 @@ from angiosynth.readerstudy.analysis import (
     read_screening,
 )
 from angiosynth.readerstudy.figures import FIGURES, SEGMENT_LABELS, write_figures
-from angiosynth.runfiles import write_json_atomic
+from angiosynth.runfiles import write_json_atomic, write_table_atomic
 
 SCREENING_FILE = "screening.csv"
 CAPTIONS = {
