@@ -15,6 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from angiosynth.dicom.synthetic import SYNTHETIC_NOTICE, SyntheticImageInfo, write_synthetic_dicom
+from angiosynth.dicom.writing import DicomDataError
+from angiosynth.errors import AngiosynthError
 
 # pydicom warns (UserWarning) about values invalid for their VR: treat that as a failure.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
@@ -203,6 +205,16 @@ def test_invalid_image_raises_and_writes_nothing(
 def test_invalid_info_raises(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_info(**overrides)
+
+
+def test_invalid_input_raises_an_angiosynth_error(tmp_path: Path) -> None:
+    with pytest.raises(DicomDataError) as caught:
+        write_synthetic_dicom(tmp_path / "s.dcm", make_image().astype(np.int32), make_info())
+    assert isinstance(caught.value, AngiosynthError)
+    assert isinstance(caught.value, ValueError)
+
+    with pytest.raises(DicomDataError):
+        make_info(plane="C")
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

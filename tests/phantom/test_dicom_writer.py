@@ -13,6 +13,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import XRayAngiographicImageStorage, generate_uid
 
+from angiosynth.dicom.writing import DicomDataError
+from angiosynth.errors import AngiosynthError, OptionError
 from angiosynth.phantom.dicom_writer import XASeriesInfo, write_xa_series
 
 # pydicom warns (UserWarning) about values invalid for their VR: treat that as a failure.
@@ -208,6 +210,20 @@ def test_invalid_info_raises_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_invalid_input_raises_angiosynth_errors(tmp_path: Path) -> None:
+    path = tmp_path / "series.dcm"
+
+    with pytest.raises(OptionError):
+        write_xa_series(path, make_frames(), make_info(), bits_stored=14)
+    with pytest.raises(DicomDataError) as caught:
+        write_xa_series(path, make_frames()[0], make_info())
+    assert isinstance(caught.value, AngiosynthError)
+    with pytest.raises(DicomDataError):
+        write_xa_series(path, make_frames(), make_info(laterality="X"))
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def partial_save(self: Dataset, filename: Path, *args: object, **kwargs: object) -> None:
         Path(filename).write_bytes(b"partial")
@@ -230,7 +246,7 @@ def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mo
     def failing_replace(src: object, dst: object) -> None:
         raise OSError("rename failed")
 
-    monkeypatch.setattr("angiosynth.phantom.dicom_writer.os.replace", failing_replace)
+    monkeypatch.setattr("angiosynth.runfiles.os.replace", failing_replace)
     with pytest.raises(OSError, match="rename failed"):
         write_xa_series(path, make_frames(seed=2), make_info())
 

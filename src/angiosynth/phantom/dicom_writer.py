@@ -1,24 +1,33 @@
-"""Writes one multi-frame X-Ray Angiographic Image Storage file per simulated series."""
+"""Writes one multi-frame X-Ray Angiographic Image Storage file per simulated series.
+
+The XA-specific modules are built here; what every angiosynth DICOM writer shares (file meta,
+pixels, DS formatting, atomic saving) comes from `angiosynth.dicom.writing`.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    ExplicitVRLittleEndian,
-    XRayAngiographicImageStorage,
-)
-from pydicom.valuerep import format_number_as_ds
+from pydicom.dataset import Dataset
+from pydicom.uid import XRayAngiographicImageStorage
 
 from angiosynth import __version__
+from angiosynth.dicom.writing import (
+    PLANES,
+    DicomDataError,
+    add_image_pixel,
+    add_positioner_angles,
+    add_sop_common,
+    check_pixels,
+    file_meta,
+    format_ds,
+    save_dataset_atomic,
+)
+from angiosynth.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,8 @@ def write_xa_series(
 ) -> None:
     """Writes one series as a multi-frame XA Image Storage file, atomically.
 
-    The file is first written to a hidden temporary file in the destination folder and then
-    renamed over ``path``, so readers never see a partial file.
+    The file is first written under a hidden temporary name in the destination folder and then
+    renamed over ``path`` (`save_dataset_atomic`), so readers never see a partial file.
 
     Args:
         path: Destination file; missing parent folders are created, an existing file is replaced.
@@ -91,55 +100,40 @@ def write_xa_series(
         bits_stored: DICOM Bits Stored, one of 8, 10, 12, 16.
 
     Raises:
-        ValueError: If ``frames``, ``bits_stored`` or ``info`` is invalid; nothing is written then.
+        OptionError: (a ValueError) If ``bits_stored`` is not one of `VALID_BITS_STORED`.
+        DicomDataError: (a ValueError) If ``frames`` or ``info`` is invalid.
+        Nothing is written when one of these is raised.
     """
     _validate(frames, info, bits_stored)
-    ds = _build_dataset(frames, info, bits_stored)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_dataset_atomic(_build_dataset(frames, info, bits_stored), path)
 
 
 def _validate(frames: np.ndarray, info: XASeriesInfo, bits_stored: int) -> None:
-    """Raises ValueError with a one-line message on the first invalid input found."""
+    """Raises OptionError or DicomDataError with a one-line message on the first problem."""
     if bits_stored not in VALID_BITS_STORED:
-        raise ValueError(f"bits_stored must be one of {VALID_BITS_STORED}, got {bits_stored!r}")
-    if not isinstance(frames, np.ndarray):
-        raise ValueError(f"frames must be a numpy array, got {type(frames).__name__}")
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be 3-D (F, H, W), got shape {frames.shape}")
-    if frames.dtype != np.uint16:
-        raise ValueError(f"frames must have dtype uint16, got {frames.dtype}")
-    if frames.size == 0:
-        raise ValueError(f"frames must not be empty, got shape {frames.shape}")
-    peak = int(frames.max())
-    if peak >= 2**bits_stored:
-        raise ValueError(f"frames max {peak} does not fit in bits_stored={bits_stored}")
+        raise OptionError(f"bits_stored must be one of {VALID_BITS_STORED}, got {bits_stored!r}")
+    check_pixels(
+        frames, "frames", axes=("F", "H", "W"), dtypes=(np.uint16,), bits_stored=bits_stored
+    )
     n_frames, rows, cols = frames.shape
-    if info.plane not in ("A", "B"):
-        raise ValueError(f"info.plane must be 'A' or 'B', got {info.plane!r}")
+    if info.plane not in PLANES:
+        raise DicomDataError(f"info.plane must be 'A' or 'B', got {info.plane!r}")
     if not info.mask_frames or not all(1 <= f <= n_frames for f in info.mask_frames):
-        raise ValueError(
+        raise DicomDataError(
             f"info.mask_frames must be one or more frame numbers in 1..{n_frames}, "
             f"got {info.mask_frames}"
         )
     left, right, upper, lower = info.shutter_edges
     if not (1 <= left < right <= cols and 1 <= upper < lower <= rows):
-        raise ValueError(
+        raise DicomDataError(
             f"info.shutter_edges {info.shutter_edges} do not fit a {rows}x{cols} image"
         )
     if info.laterality not in ("", "L", "R"):
-        raise ValueError(f"info.laterality must be 'L', 'R' or '', got {info.laterality!r}")
+        raise DicomDataError(f"info.laterality must be 'L', 'R' or '', got {info.laterality!r}")
     if not info.other_plane_sop_instance_uid:
-        raise ValueError("info.other_plane_sop_instance_uid is empty (needed for BIPLANE A/B)")
+        raise DicomDataError("info.other_plane_sop_instance_uid is empty (needed for BIPLANE A/B)")
     if info.frame_time_ms <= 0:
-        raise ValueError(f"info.frame_time_ms must be > 0, got {info.frame_time_ms}")
+        raise DicomDataError(f"info.frame_time_ms must be > 0, got {info.frame_time_ms}")
 
 
 def _build_dataset(frames: np.ndarray, info: XASeriesInfo, bits_stored: int) -> Dataset:
@@ -151,7 +145,7 @@ def _build_dataset(frames: np.ndarray, info: XASeriesInfo, bits_stored: int) -> 
     _add_series(ds, info)
     _add_equipment(ds, info)
     _add_image(ds, info)
-    _add_image_pixel(ds, frames, bits_stored)
+    add_image_pixel(ds, frames, bits_stored)
     _add_contrast_bolus(ds)
     _add_cine_and_multiframe(ds, info, n_frames=frames.shape[0])
     _add_mask(ds, info, n_frames=frames.shape[0])
@@ -162,23 +156,15 @@ def _build_dataset(frames: np.ndarray, info: XASeriesInfo, bits_stored: int) -> 
     return ds
 
 
-def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
-    """File Meta Information for an uncompressed Explicit VR Little Endian file."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"ANGIOSYNTH_{__version__}"[:16]
-    return meta
-
-
 def _add_sop_common(ds: Dataset, info: XASeriesInfo) -> None:
-    """SOP Common module."""
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = XRayAngiographicImageStorage
-    ds.SOPInstanceUID = info.sop_instance_uid
-    ds.InstanceNumber = 1
+    """SOP Common module (Latin-1); the one file of a series is instance 1."""
+    add_sop_common(
+        ds,
+        XRayAngiographicImageStorage,
+        info.sop_instance_uid,
+        instance_number=1,
+        character_set="ISO_IR 100",
+    )
 
 
 def _add_patient(ds: Dataset, info: XASeriesInfo) -> None:
@@ -273,25 +259,12 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _add_image_pixel(ds: Dataset, frames: np.ndarray, bits_stored: int) -> None:
-    """Image Pixel module, with the frames stored little endian as OW."""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = frames.shape[1]
-    ds.Columns = frames.shape[2]
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(frames, dtype="<u2").tobytes())
-
-
 def _add_contrast_bolus(ds: Dataset) -> None:
     """Contrast/Bolus module: an intra-arterial iodinated agent."""
     ds.ContrastBolusAgent = _CONTRAST_AGENT
     ds.ContrastBolusRoute = "INTRA-ARTERIAL"
     ds.ContrastBolusIngredient = "IODINE"
-    ds.ContrastBolusIngredientConcentration = _ds(_CONTRAST_MG_IODINE_PER_ML)
+    ds.ContrastBolusIngredientConcentration = format_ds(_CONTRAST_MG_IODINE_PER_ML)
 
 
 def _add_cine_and_multiframe(ds: Dataset, info: XASeriesInfo, n_frames: int) -> None:
@@ -299,7 +272,7 @@ def _add_cine_and_multiframe(ds: Dataset, info: XASeriesInfo, n_frames: int) -> 
     rate = max(1, round(1000.0 / info.frame_time_ms))
     ds.NumberOfFrames = n_frames
     ds.FrameIncrementPointer = _FRAME_TIME_TAG
-    ds.FrameTime = _ds(info.frame_time_ms)
+    ds.FrameTime = format_ds(info.frame_time_ms)
     ds.CineRate = rate
     ds.RecommendedDisplayFrameRate = rate
     ds.PreferredPlaybackSequencing = 0  # looping
@@ -334,40 +307,31 @@ def _add_xray_acquisition(ds: Dataset, info: XASeriesInfo, rows: int, cols: int)
     """X-Ray Acquisition module: technique factors and detector geometry."""
     spacing = info.imager_pixel_spacing_mm
     height_mm, width_mm = rows * spacing, cols * spacing
-    ds.KVP = _ds(info.kvp)
+    ds.KVP = format_ds(info.kvp)
     ds.RadiationSetting = "GR"
     exposure_mas = info.tube_current_ma * info.exposure_time_ms / 1000.0
     ds.XRayTubeCurrent = round(info.tube_current_ma)
-    ds.XRayTubeCurrentInuA = _ds(info.tube_current_ma * 1000.0, decimals=1)
+    ds.XRayTubeCurrentInuA = format_ds(info.tube_current_ma * 1000.0, decimals=1)
     ds.ExposureTime = round(info.exposure_time_ms)
-    ds.ExposureTimeInuS = _ds(info.exposure_time_ms * 1000.0, decimals=1)
+    ds.ExposureTimeInuS = format_ds(info.exposure_time_ms * 1000.0, decimals=1)
     ds.Exposure = round(exposure_mas)
     ds.ExposureInuAs = round(exposure_mas * 1000.0)
-    ds.AveragePulseWidth = _ds(info.exposure_time_ms)
-    ds.ImagerPixelSpacing = [_ds(spacing), _ds(spacing)]
+    ds.AveragePulseWidth = format_ds(info.exposure_time_ms)
+    ds.ImagerPixelSpacing = [format_ds(spacing), format_ds(spacing)]
     ds.FieldOfViewShape = "RECTANGLE"
     ds.FieldOfViewDimensions = [round(height_mm), round(width_mm)]
-    ds.IntensifierSize = _ds(math.hypot(height_mm, width_mm))
+    ds.IntensifierSize = format_ds(math.hypot(height_mm, width_mm))
 
 
 def _add_positioner(ds: Dataset, info: XASeriesInfo) -> None:
     """XA Positioner module: a static C-arm at the given angles."""
-    ds.DistanceSourceToDetector = _ds(info.source_to_detector_mm)
-    ds.DistanceSourceToPatient = _ds(info.source_to_patient_mm)
-    ds.EstimatedRadiographicMagnificationFactor = _ds(
+    ds.DistanceSourceToDetector = format_ds(info.source_to_detector_mm)
+    ds.DistanceSourceToPatient = format_ds(info.source_to_patient_mm)
+    ds.EstimatedRadiographicMagnificationFactor = format_ds(
         info.source_to_detector_mm / info.source_to_patient_mm
     )
     ds.PositionerMotion = "STATIC"
-    ds.PositionerPrimaryAngle = _ds(info.primary_angle, decimals=1)
-    ds.PositionerSecondaryAngle = _ds(info.secondary_angle, decimals=1)
-
-
-def _ds(value: float, decimals: int = 4) -> str:
-    """Formats a number as a DICOM DS string of at most 16 characters."""
-    text = f"{round(float(value), decimals) + 0.0:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text if len(text) <= 16 else format_number_as_ds(float(value))
+    add_positioner_angles(ds, info.primary_angle, info.secondary_angle)
 
 
 def _patient_age(birth_date: str, study_date: str) -> str:
