@@ -136,3 +136,67 @@ def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "nope.yaml" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# --- expected and unexpected errors ---------------------------------------------------------
+
+
+def _stderr_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["curate", "{tmp}/missing", "--out", "{tmp}/dataset"], "archive directory not found"),
+        (["phantom", "{tmp}/out", "--config", "{tmp}/bad.yaml"], "phantom.colour"),
+        (["sample", "{tmp}/run", "--out", "{tmp}/s", "--condition", "AC C"], "--condition"),
+        (["sample", "{tmp}/run", "--out", "{tmp}/s", "--n", "2"], "--design"),
+        (["sample", "{tmp}/run", "--out", "{tmp}/s", "--design", "conditions"], "not a trained"),
+        (["sample", "{tmp}/run", "--out", "{tmp}/s", "--condition", "AC A", "--sampler", "x"],
+         "--sampler"),
+        (["reader-study", "analyze", "{tmp}/ratings.csv", "--out", "{tmp}/a"], "no such file"),
+    ],
+)  # fmt: skip
+def test_expected_errors_exit_2_with_one_error_line(tmp_path: Path, args, message) -> None:
+    (tmp_path / "bad.yaml").write_text("phantom:\n  colour: red\n")
+
+    result = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
+
+    assert result.exit_code == 2, result.output
+    lines = _stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [
+        ("angiosynth.cli.curate.curate", ["curate", "{tmp}", "--out", "{tmp}/dataset"]),
+        ("angiosynth.cli.phantom.write_archive", ["phantom", "{tmp}/out"]),
+        ("angiosynth.readerstudy.report.write_analysis",
+         ["reader-study", "analyze", "{tmp}/ratings.csv", "--out", "{tmp}/a"]),
+        ("angiosynth.diffusion.sampling.plan_samples",
+         ["sample", "{tmp}/run", "--out", "{tmp}/s", "--condition", "AC A"]),
+        ("angiosynth.readerstudy.storage.StudyStore.open",
+         ["reader-study", "export", "{tmp}", "--out", "{tmp}/ratings.csv"]),
+        ("angiosynth.readerstudy.study.create_study",
+         ["reader-study", "create", "{tmp}", "--screener", "s", "--raters", "r", "--out",
+          "{tmp}/study"]),
+    ],
+)  # fmt: skip
+def test_unexpected_errors_are_not_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, args: list[str]
+) -> None:
+    monkeypatch.setattr(target, _boom)
+
+    result = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
+
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "boom"
+    assert result.exit_code == 1
+    assert "error: " not in result.stderr

@@ -107,3 +107,15 @@ def test_size_below_the_minimum_is_rejected(curated, tmp_path: Path) -> None:
 
     assert result.exit_code != 0
     assert not (tmp_path / "d").exists()
+
+
+def test_a_key_file_that_is_not_hexadecimal_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    key = tmp_path / "key"
+    key.write_text("not a key\n")
+
+    result = runner.invoke(app, ["curate", str(tmp_path / "archive"), "--out",
+                                 str(tmp_path / "dataset"), "--key-file", str(key)])  # fmt: skip
+
+    assert result.exit_code == 2
+    assert _error_lines(result) == [f"error: {key}: pseudonymisation key is not hexadecimal"]

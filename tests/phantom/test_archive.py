@@ -394,7 +394,8 @@ def single(archive: Archive, archive_writer, tmp_path_factory) -> tuple[Archive,
     (out / "dicom" / "old.dcm").write_bytes(b"old")
     seen: list[int] = []
 
-    def progress(items):
+    def progress(items, total, desc):
+        assert (total, desc) == (1, "phantom")
         for item in items:
             seen.append(len(item))
             yield item

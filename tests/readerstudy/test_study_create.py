@@ -215,6 +215,22 @@ def test_bad_metadata_gives_one_line_errors_and_writes_nothing(tmp_path, change,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.png", "samples"]
 
 
+def test_unreadable_inputs_give_one_line_errors_and_write_nothing(tmp_path) -> None:
+    table = write_samples(tmp_path / "samples", n=2)
+    (tmp_path / "samples" / table["file"].iloc[1]).write_bytes(b"not a png")
+    (tmp_path / "meta.parquet").write_bytes(b"not parquet")
+    base = ["create", str(tmp_path / "samples"), "--screener", "s", "--raters", "r",
+            "--out", str(tmp_path / "study")]  # fmt: skip
+
+    image = _cli(*base)  # the error follows the progress bar of the import
+    errors = [line for line in image.output.splitlines() if line.startswith("error: ")]
+    assert image.exit_code == 2 and len(errors) == 1 and "unreadable image" in errors[0]
+    bad_table = _one_line_error(_cli(*base, "--metadata", str(tmp_path / "meta.parquet")))
+    assert "meta.parquet: unreadable metadata table" in bad_table
+    assert not (tmp_path / "study").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_rater_names_are_checked(tmp_path) -> None:
     write_samples(tmp_path / "samples", n=2)
     base = ["create", str(tmp_path / "samples"), "--screener", "s", "--out", str(tmp_path / "x")]

@@ -172,6 +172,8 @@ def test_simulate_and_export_through_the_cli(blank, tmp_path) -> None:
     (["export", "{study}", "--out", "{screening}"], "must not be named screening.csv"),
     (["serve", "{missing}"], "not a reader study"),
     (["export", "{study}", "--out", "{out}", "--db", "mysql://x/y"], "sqlite or postgresql"),
+    (["export", "{study}", "--out", "{out}", "--db", "sqlite:///{missing}/no/study.db"],
+     "--db: cannot read the database"),
 ])  # fmt: skip
 def test_cli_errors_are_one_line(blank, tmp_path, args, message) -> None:
     places = {"study": str(blank.root), "missing": str(tmp_path / "none"),

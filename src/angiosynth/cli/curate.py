@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.config import ConfigError
+from angiosynth.cli._common import one_line_errors, progress_bar
 from angiosynth.curation.curate import CurateOptions, curate
 from angiosynth.curation.rules import load_rules
 
+_DEFAULTS = CurateOptions()
 
+
+@one_line_errors
 def curate_command(
     dicom_dir: Path = typer.Argument(..., help="Root of the DICOM archive (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory (created or resumed)."),
@@ -22,9 +24,15 @@ def curate_command(
         dir_okay=False,
         help="YAML circulation rules replacing the defaults (see configs/curation_rules.yaml).",
     ),
-    size: int = typer.Option(256, "--size", min=16, max=4096, help="Side of the stored frames."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel processes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the patient-level train/val/test split."),
+    size: int = typer.Option(
+        _DEFAULTS.size, "--size", min=16, max=4096, help="Side of the stored frames."
+    ),
+    workers: int = typer.Option(
+        _DEFAULTS.workers, "--workers", "-j", min=1, help="Parallel processes."
+    ),
+    seed: int = typer.Option(
+        _DEFAULTS.seed, "--seed", help="Seed of the patient-level train/val/test split."
+    ),
     key_file: Path = typer.Option(
         None,
         "--key-file",
@@ -42,12 +50,9 @@ def curate_command(
     OUT/frames.parquet. Unusable files go to OUT/skipped.csv; OUT/report.md shows the flow and
     Table 1. Running again over the same archive resumes.
     """
-    try:
-        circulation_rules = load_rules(rules)
-        options = CurateOptions(size=size, workers=workers, seed=seed, key_file=key_file)
-        summary = curate(dicom_dir, out, circulation_rules, options, progress_bar)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        fail(str(err))
+    circulation_rules = load_rules(rules)
+    options = CurateOptions(size=size, workers=workers, seed=seed, key_file=key_file)
+    summary = curate(dicom_dir, out, circulation_rules, options, progress_bar)
     excluded = sum(summary.excluded.values())
     typer.echo(
         f"{summary.series} series in {summary.files} files ({summary.resumed_series} already "

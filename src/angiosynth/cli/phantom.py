@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.config import ConfigError, PhantomConfig, load_config
-from angiosynth.phantom.archive import ArchiveExistsError, write_archive
+from angiosynth.cli._common import fail, one_line_errors, progress_bar
+from angiosynth.config import PhantomConfig, load_config
+from angiosynth.phantom.archive import write_archive
 from angiosynth.phantom.preview import write_preview
 
+_DEFAULTS = PhantomConfig()
 
+
+@one_line_errors
 def phantom(
     out: Path = typer.Argument(..., help="Archive directory to create (must be new or empty)."),
     patients: int = typer.Option(10, "--patients", "-n", min=1, help="Number of patients."),
@@ -24,7 +27,7 @@ def phantom(
         "--size",
         min=64,
         max=2048,
-        help="Frame size in pixels (default 512, or image_size from --config).",
+        help=f"Frame size in pixels (default {_DEFAULTS.image_size}, or image_size from --config).",
     ),
     config: Path = typer.Option(
         None, "--config", exists=True, dir_okay=False, help="YAML file with a `phantom:` section."
@@ -40,22 +43,19 @@ def phantom(
     per frame: phase, circulation, plane, angles), masks/*.npz (vessel masks with
     proximal/medium/peripheral/venous labels), annotations.csv and manifest.json.
     """
-    try:
-        settings = load_config(config, PhantomConfig, "phantom") if config else PhantomConfig()
-        if size is not None:
-            settings = settings.model_copy(update={"image_size": size})
-            settings = PhantomConfig.model_validate(settings.model_dump())
-        summary = write_archive(
-            out,
-            n_patients=patients,
-            seed=seed,
-            config=settings,
-            workers=workers,
-            overwrite=overwrite,
-            progress=lambda items: progress_bar(items, patients, "phantom"),
-        )
-    except (ConfigError, ArchiveExistsError, ValueError) as err:
-        fail(str(err))
+    settings = load_config(config, PhantomConfig, "phantom") if config else _DEFAULTS
+    if size is not None:
+        settings = settings.model_copy(update={"image_size": size})
+        settings = PhantomConfig.model_validate(settings.model_dump())
+    summary = write_archive(
+        out,
+        n_patients=patients,
+        seed=seed,
+        config=settings,
+        workers=workers,
+        overwrite=overwrite,
+        progress=progress_bar,
+    )
     typer.echo(
         f"wrote {summary.n_series} series ({summary.n_frames} frames, "
         f"{summary.n_arterial_frames} arterial) of {summary.n_patients} patients to {out}"

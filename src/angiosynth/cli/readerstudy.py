@@ -6,9 +6,8 @@ import ipaddress
 from pathlib import Path
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
-from angiosynth.cli._common import fail, progress_bar
+from angiosynth.cli._common import one_line_errors, progress_bar
 
 app = typer.Typer(
     help="Expert reader study (paper §2.4): a screener keeps or discards each synthetic image, "
@@ -18,8 +17,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-_ERRORS = (FileExistsError, FileNotFoundError, ValueError, OSError, ImportError,
-           SQLAlchemyError)  # fmt: skip
 _DB_HELP = ("SQLAlchemy URL of the database (sqlite:///... or postgresql://...) "
             "[default: STUDY/study.db, SQLite in WAL mode].")  # fmt: skip
 
@@ -29,6 +26,7 @@ def _rater_names(values: list[str]) -> list[str]:
 
 
 @app.command("create")
+@one_line_errors
 def create_command(
     samples: Path = typer.Argument(..., file_okay=False,
                                    help="Folder of `angiosynth sample --design reader-study` "
@@ -58,12 +56,8 @@ def create_command(
     from angiosynth.readerstudy.study import create_study
 
     names = _rater_names(raters)
-    try:
-        created = create_study(samples, out, screener=screener, raters=names,
-                               metadata=metadata, seed=seed, db_url=db,
-                               progress=progress_bar)  # fmt: skip
-    except _ERRORS as err:
-        fail(str(err))
+    created = create_study(samples, out, screener=screener, raters=names, metadata=metadata,
+                           seed=seed, db_url=db, progress=progress_bar)  # fmt: skip
     typer.echo(f"study: {created.study_dir} ({created.images} images, {len(names)} raters)")
     typer.echo("personal links (shown once; only their hashes are stored):")
     for invitation in created.invitations:
@@ -71,6 +65,7 @@ def create_command(
 
 
 @app.command("serve")
+@one_line_errors
 def serve_command(
     study: Path = typer.Argument(..., file_okay=False, help="Study folder (`create`)."),
     host: str = typer.Option("127.0.0.1", "--host",
@@ -91,10 +86,7 @@ def serve_command(
 
     from angiosynth.readerstudy.app import create_app, uvicorn_log_config
 
-    try:
-        web_app = create_app(study, db)
-    except _ERRORS as err:
-        fail(str(err))
+    web_app = create_app(study, db)
     if not _is_loopback(host):
         typer.secho(f"warning: binding to {host}: the study is reachable from the network; "
                     "use HTTPS (a reverse proxy) beyond a trusted network",
@@ -112,6 +104,7 @@ def _is_loopback(host: str) -> bool:
 
 
 @app.command("export")
+@one_line_errors
 def export_command(
     study: Path = typer.Argument(..., file_okay=False, help="Study folder."),
     out: Path = typer.Option(..., "--out", "-o", dir_okay=False,
@@ -135,19 +128,17 @@ def export_command(
     from angiosynth.readerstudy.export import export_study
     from angiosynth.readerstudy.storage import StudyStore
 
+    store = StudyStore.open(study, db)
     try:
-        store = StudyStore.open(study, db)
-        try:
-            ratings, screening = export_study(store, out)
-        finally:
-            store.dispose()
-    except _ERRORS as err:
-        fail(str(err))
+        ratings, screening = export_study(store, out)
+    finally:
+        store.dispose()
     typer.echo(f"ratings: {ratings}")
     typer.echo(f"screening: {screening}")
 
 
 @app.command("simulate")
+@one_line_errors
 def simulate_command(
     study: Path = typer.Argument(..., file_okay=False, help="Study folder (without answers)."),
     raters: int = typer.Option(..., "--raters", min=1,
@@ -167,15 +158,12 @@ def simulate_command(
     from angiosynth.readerstudy.simulate import simulate_study
     from angiosynth.readerstudy.storage import IMAGES_DIR, StudyStore
 
+    store = StudyStore.open(study, db)
     try:
-        store = StudyStore.open(study, db)
-        try:
-            summary = simulate_study(store, study / IMAGES_DIR, raters=raters, seed=seed,
-                                     progress=progress_bar)  # fmt: skip
-        finally:
-            store.dispose()
-    except _ERRORS as err:
-        fail(str(err))
+        summary = simulate_study(store, study / IMAGES_DIR, raters=raters, seed=seed,
+                                 progress=progress_bar)  # fmt: skip
+    finally:
+        store.dispose()
     typer.echo(f"screened {summary.images} images, kept {summary.kept}; "
                f"{summary.ratings} segment ratings by {', '.join(summary.raters)}")  # fmt: skip
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail
+from angiosynth.cli._common import one_line_errors
 
 
+@one_line_errors
 def analyze_command(
     ratings: Path = typer.Argument(..., dir_okay=False,
                                    help="Long-format ratings CSV (`reader-study export`)."),
@@ -44,10 +45,7 @@ def analyze_command(
     """
     from angiosynth.readerstudy.report import write_analysis  # matplotlib: load on use only
 
-    try:
-        analysis = write_analysis(ratings, out, screening, subset, subset_name, prevalence)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
+    analysis = write_analysis(ratings, out, screening, subset, subset_name, prevalence)
     counts = analysis.counts()
     typer.echo(
         f"images: {counts['images_rated']} rated, {counts['images_scored']} scored, "

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.config import SampleConfig
-
-_DEFAULTS = SampleConfig()
+from angiosynth.cli._common import fail, one_line_errors, progress_bar
+from angiosynth.config import SAMPLERS, SampleConfig
 
 
+@one_line_errors
 def sample_command(
     run: Path = typer.Argument(..., help="Run directory of `angiosynth train ldm`."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
@@ -47,27 +46,25 @@ def sample_command(
     from angiosynth.diffusion.figures import condition_grid
     from angiosynth.diffusion.pipeline import LatentDiffusion
     from angiosynth.diffusion.sampling import plan_samples, sample_to_directory
-    from angiosynth.models.text_encoder import UnknownWordError
-    from angiosynth.training.phase import resolve_device
+    from angiosynth.runtime import resolve_device
 
-    try:
-        requests = plan_samples(seed=seed, n=n, condition=condition, prompt=prompt,
-                                design=design)  # fmt: skip
-        model = LatentDiffusion.load(run, _device(device, resolve_device))
-        defaults = model.config.sample
-        settings = SampleConfig(
-            sampler=sampler or defaults.sampler, steps=steps or defaults.steps,
-            guidance=defaults.guidance if guidance is None else guidance,
-            batch_size=batch_size or defaults.batch_size,
-        )  # fmt: skip
-        table = sample_to_directory(
-            model, requests, out, sampler=settings.sampler, steps=settings.steps,
-            guidance=settings.guidance, batch_size=settings.batch_size, dicom=dicom,
-            progress=progress_bar,
-        )  # fmt: skip
-        grid = condition_grid(out, real, out / "grid.png", seed=seed) if real else None
-    except (UnknownWordError, FileNotFoundError, ValueError) as err:
-        fail(str(err))
+    if sampler is not None and sampler not in SAMPLERS:
+        fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    requests = plan_samples(seed=seed, n=n, condition=condition, prompt=prompt,
+                            design=design)  # fmt: skip
+    model = LatentDiffusion.load(run, _device(device, resolve_device))
+    defaults = model.config.sample
+    settings = SampleConfig(
+        sampler=sampler or defaults.sampler, steps=steps or defaults.steps,
+        guidance=defaults.guidance if guidance is None else guidance,
+        batch_size=batch_size or defaults.batch_size,
+    )  # fmt: skip
+    table = sample_to_directory(
+        model, requests, out, sampler=settings.sampler, steps=settings.steps,
+        guidance=settings.guidance, batch_size=settings.batch_size, dicom=dicom,
+        progress=progress_bar,
+    )  # fmt: skip
+    grid = condition_grid(out, real, out / "grid.png", seed=seed) if real else None
     typer.echo(
         f"{len(table)} images ({settings.sampler}, {settings.steps} steps, guidance "
         f"{settings.guidance:g}, model {model.model_hash}) -> {out}/samples.parquet"

@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from angiosynth.curation.dataset import (
     SETTINGS_FILE,
     SKIPPED_FILE,
     ZARR_FILE,
-    write_table_atomic,
+    DatasetError,
 )
 from angiosynth.curation.frames import decode_series
 from angiosynth.curation.labels import frame_angles, plane_of
@@ -38,8 +37,9 @@ from angiosynth.curation.rules import CirculationRules, classify_circulation
 from angiosynth.curation.splits import load_or_create_key, pseudonymise, split_of
 from angiosynth.dicom.headers import Header, read_header
 from angiosynth.dicom.xa import DicomReadError
-
-Progress = Callable[[Iterable, int, str], Iterator]
+from angiosynth.errors import InputNotFoundError, OptionError
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import write_json_atomic, write_table_atomic
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,18 @@ def curate(
     options: CurateOptions,
     progress: Progress | None = None,
 ) -> CurationSummary:
-    """Curates `archive` into the dataset directory `out` (created or resumed)."""
+    """Curates `archive` into the dataset directory `out` (created or resumed).
+
+    Raises:
+        InputNotFoundError: `archive` is not a folder.
+        OptionError: a size below 16.
+        DatasetError: `out` was curated with other rules, size or seed.
+    """
     archive, out = Path(archive), Path(out)
     if not archive.is_dir():
-        raise FileNotFoundError(f"{archive}: archive directory not found")
+        raise InputNotFoundError(f"{archive}: archive directory not found")
     if options.size < 16:
-        raise ValueError(f"--size must be at least 16, got {options.size}")
-    wrap = progress or (lambda items, total, desc: iter(items))
+        raise OptionError(f"--size must be at least 16, got {options.size}")
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, options, rules, archive)
     key = load_or_create_key(options.key_file or out.with_name(out.name + ".pseudonym-key"))
@@ -98,7 +103,8 @@ def curate(
     state = _State(out, options.size, archive)
     summary = CurationSummary(files=len(files))
     with _pool(options.workers) as pool:
-        results = wrap(pool.map(_header_or_error, files, chunksize=16), len(files), "headers")
+        headers_read = pool.map(_header_or_error, files, chunksize=16)
+        results = tracked(headers_read, len(files), "headers", progress)
         headers = []
         for path, result in zip(files, results, strict=True):
             if isinstance(result, Header):
@@ -116,7 +122,7 @@ def curate(
         state.add_series([r for r in rows.values() if r["excluded_reason"] is not None])
         kept = [uid for uid in todo if rows[uid]["excluded_reason"] is None]
         jobs = [([h.path for h in series[uid]], options.size) for uid in kept]
-        decoded = wrap(pool.map(_decode_or_error, jobs), len(jobs), "decode")
+        decoded = tracked(pool.map(_decode_or_error, jobs), len(jobs), "decode", progress)
         last = time.monotonic()
         for uid, result in zip(kept, decoded, strict=True):
             state.add_decoded(rows[uid], series[uid], result)
@@ -256,7 +262,7 @@ class _State:
         if path.exists():
             array = zarr.open_array(path, mode="r+")
             if array.shape[1:] != (size, size):
-                raise ValueError(
+                raise DatasetError(
                     f"{path}: stores {array.shape[1]}x{array.shape[2]} frames; "
                     f"resume with --size {array.shape[1]} or use a new dataset directory"
                 )
@@ -397,17 +403,17 @@ def _check_settings(
     """Records the run's settings; a resumed dataset must keep those that shaped its content."""
     path = out / SETTINGS_FILE
     if not path.exists():
-        path.write_text(json.dumps(_settings(options, rules, archive), indent=2) + "\n")
+        write_json_atomic(path, _settings(options, rules, archive))
         return
     previous = json.loads(path.read_text())
     if previous.get("rules") != rules.model_dump()["rules"]:
-        raise ValueError(
+        raise DatasetError(
             f"{out}: was curated with other circulation rules; curate into a new dataset "
             "directory to apply new rules"
         )
     for name in ("size", "seed"):
         if previous.get(name) != getattr(options, name):
-            raise ValueError(
+            raise DatasetError(
                 f"{out}: was curated with --{name} {previous.get(name)}; resume with the same "
                 f"value or use a new dataset directory"
             )

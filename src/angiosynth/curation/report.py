@@ -20,6 +20,7 @@ from angiosynth.curation.dataset import (
     SERIES_FILE,
     SKIPPED_FILE,
 )
+from angiosynth.runfiles import write_text_atomic
 
 PHASE_METRICS_FILE = "phase_metrics.json"
 
@@ -85,9 +86,9 @@ def write_report(root: Path) -> tuple[Path, Path]:
         table = pd.DataFrame([(k, v) for k, v in _flatten(metrics)], columns=["Metric", "Value"])
         sections.append(("Arterial-phase classifier", table))
     md = root / "report.md"
-    md.write_text(_markdown(root, sections))
+    write_text_atomic(md, _markdown(root, sections))
     page = root / "report.html"
-    page.write_text(_html(root, sections))
+    write_text_atomic(page, _html(root, sections))
     return md, page
 
 

@@ -17,24 +17,33 @@ import os
 import secrets
 from pathlib import Path
 
+from angiosynth.errors import OptionError
+from angiosynth.runfiles import atomic_path
+
 SPLITS = ("train", "val", "test")
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """Reads the pseudonymisation key, creating a random one (mode 600) when missing."""
+    """Reads the pseudonymisation key, creating a random one (mode 600) when missing.
+
+    Raises:
+        OptionError: the key file does not hold at least 16 bytes in hexadecimal.
+    """
     path = Path(path)
     if path.exists():
-        key = bytes.fromhex(path.read_text().strip())
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError as err:
+            raise OptionError(f"{path}: pseudonymisation key is not hexadecimal") from err
         if len(key) < 16:
-            raise ValueError(f"{path}: pseudonymisation key is too short")
+            raise OptionError(f"{path}: pseudonymisation key is too short")
         return key
     key = secrets.token_bytes(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
     return key
 
 
@@ -48,7 +57,7 @@ def pseudonymise(patient_id: str, patient_name: str, key: bytes) -> str:
 def split_of(pseudonym: str, seed: int, fractions: tuple[float, float, float]) -> str:
     """The split of a patient: a uniform draw from (seed, pseudonym) cut at the fractions."""
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+        raise OptionError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
     digest = hashlib.sha256(f"{seed}|{pseudonym}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     edge = 0.0

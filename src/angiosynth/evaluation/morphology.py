@@ -68,6 +68,7 @@ from skimage.filters import frangi
 from skimage.morphology import remove_small_objects, skeletonize
 
 from angiosynth.conditions import CONDITIONS
+from angiosynth.runfiles import save_figure_atomic
 
 #: Image side that lengths, widths and filter scales refer to.
 REFERENCE_SIDE = 256
@@ -462,8 +463,8 @@ def morphology_figure(
     fig.suptitle(title, fontsize=10, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = Path(out)
-    _save(fig, out, dpi)
-    _save(fig, out.with_suffix(".pdf"), dpi)
+    save_figure_atomic(fig, out, dpi)
+    save_figure_atomic(fig, out.with_suffix(".pdf"), dpi)
     plt.close(fig)
     return out
 
@@ -481,10 +482,3 @@ def _feature_panel(ax, feature: str, groups: list[tuple[str, pd.DataFrame, pd.Da
     ax.set_xticks(np.arange(len(groups)), [name for name, _, _ in groups], fontsize=8)
     ax.set_title(FEATURE_LABELS.get(feature, feature.replace("_", " ")), fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
-
-
-def _save(fig, path: Path, dpi: int) -> None:
-    """Writes to a temporary name, then renames, so a failed save leaves no partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip("."))
-    tmp.replace(path)

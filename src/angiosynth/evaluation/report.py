@@ -14,7 +14,9 @@ import pandas as pd
 
 from angiosynth.conditions import VIEWS
 from angiosynth.diffusion.figures import condition_grid
+from angiosynth.errors import OptionError
 from angiosynth.evaluation import morphology
+from angiosynth.runfiles import save_figure_atomic, write_text_atomic
 
 #: Near-copies shown in the report at most.
 MAX_NEAR_COPIES = 12
@@ -22,8 +24,8 @@ MAX_NEAR_COPIES = 12
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    fig.savefig(path.with_suffix(".pdf"))
+    save_figure_atomic(fig, path, dpi=130)
+    save_figure_atomic(fig, path.with_suffix(".pdf"), dpi=130)
     plt.close(fig)
     return path.name
 
@@ -157,13 +159,13 @@ def write_report(out: Path, result: dict, tables: dict, images: dict, real_root,
         ),
         "morphology": _morphology(tables["morphology"], out / "morphology.png"),
     }
-    (out / "report.html").write_text(_html(result, figures))
+    write_text_atomic(out / "report.html", _html(result, figures))
 
 
 def _grid(samples_dir, real_root, path: Path) -> str | None:
     try:
         return condition_grid(samples_dir, real_root, path).name
-    except ValueError:  # no samples of the four conditions
+    except OptionError:  # no samples of the four conditions
         return None
 
 

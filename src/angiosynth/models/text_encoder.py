@@ -28,16 +28,18 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from angiosynth.conditions import CANONICAL_ANGLES, PROMPT_TEMPLATE
+from angiosynth.errors import AngiosynthError, InputNotFoundError, OptionError
+from angiosynth.runfiles import save_tensors_atomic, write_text_atomic
 
 PAD, CLS, SEP = "[PAD]", "[CLS]", "[SEP]"
 #: The special tokens, at ids 0, 1, 2.
@@ -64,8 +66,12 @@ CONFIG_FILE = "text_encoder.json"
 _FORMAT = "angiosynth-text-encoder"
 
 
-class UnknownWordError(ValueError):
+class UnknownWordError(AngiosynthError, ValueError):
     """A prompt holds a word outside the tokeniser's closed vocabulary."""
+
+
+class TextEncoderFileError(AngiosynthError, ValueError):
+    """A text encoder directory whose files do not describe a text encoder that loads."""
 
 
 def split_words(prompt: str) -> list[str]:
@@ -129,7 +135,7 @@ class PromptTokenizer:
 
         Raises:
             UnknownWordError: a word is not in the vocabulary.
-            ValueError: the prompt needs more than `max_length` tokens.
+            OptionError: the prompt needs more than `max_length` tokens.
         """
         ids = [CLS_ID]
         for word in split_words(prompt):
@@ -142,7 +148,7 @@ class PromptTokenizer:
             ids.append(self._ids[word])
         ids.append(SEP_ID)
         if len(ids) > self.max_length:
-            raise ValueError(
+            raise OptionError(
                 f"prompt {json.dumps(prompt, ensure_ascii=False)} needs {len(ids)} tokens, "
                 f"more than max_length={self.max_length}"
             )
@@ -314,11 +320,9 @@ def save_text_encoder(
     _check_fits(encoder.config(), tokenizer)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    _write_atomic(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), {"format": "pt"}))
+    save_tensors_atomic(encoder.state_dict(), out / WEIGHTS_FILE, {"format": "pt"})
     document = {"format": _FORMAT, "encoder": encoder.config(), "tokenizer": tokenizer.to_dict()}
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(out / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(out / CONFIG_FILE, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_text_encoder(
@@ -327,16 +331,17 @@ def load_text_encoder(
     """Loads what `save_text_encoder` wrote; the encoder comes back in eval mode on `device`.
 
     Raises:
-        FileNotFoundError: a file is missing (the message names it).
-        ValueError: the JSON is not a text encoder description or the weights do not fit.
+        InputNotFoundError: a file is missing (the message names it).
+        TextEncoderFileError: the JSON is not a text encoder description or the weights do not
+            load.
     """
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name}: no such file")
+            raise InputNotFoundError(f"{directory / name}: no such file")
     document = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        raise ValueError(f"{directory / CONFIG_FILE}: not a text encoder description")
+        raise TextEncoderFileError(f"{directory / CONFIG_FILE}: not a text encoder description")
     tokenizer = PromptTokenizer.from_dict(document["tokenizer"])
     _check_fits(document["encoder"], tokenizer)
     encoder = TextEncoder(**document["encoder"])
@@ -344,7 +349,9 @@ def load_text_encoder(
         encoder.load_state_dict(load_file(directory / WEIGHTS_FILE))
     except RuntimeError as err:
         message = str(err).splitlines()[0]
-        raise ValueError(f"{directory / WEIGHTS_FILE}: weights do not load ({message})") from err
+        raise TextEncoderFileError(
+            f"{directory / WEIGHTS_FILE}: weights do not load ({message})"
+        ) from err
     return encoder.to(device).eval(), tokenizer
 
 
@@ -358,13 +365,3 @@ def _check_fits(config: dict[str, Any], tokenizer: PromptTokenizer) -> None:
         raise ValueError(
             f"encoder max_length {config['max_length']} < tokenizer's {tokenizer.max_length}"
         )
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Calls write(tmp) on a temporary name beside `path`, then renames it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -11,17 +11,14 @@ Layout of an archive directory::
       preview.png                               optional contact sheet
 
 The whole archive is written under a hidden staging directory next to OUT and renamed into place
-at the end, so an interrupted run never leaves a half-written archive under the final name.
+at the end (`runfiles.atomic_directory`), so an interrupted run never leaves a half-written
+archive under the final name and a failed overwrite keeps the old archive.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -33,14 +30,17 @@ import pandas as pd
 from angiosynth import __version__
 from angiosynth.conditions import VIEWS, canonical_view
 from angiosynth.config import PhantomConfig
+from angiosynth.errors import OptionError, OutputExistsError
 from angiosynth.phantom.dicom_writer import XASeriesInfo, write_xa_series
 from angiosynth.phantom.protocol import CIRCULATION_OF
 from angiosynth.phantom.simulate import PatientSimulation, RunResult, simulate_patient
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import atomic_directory, atomic_path, write_json_atomic
 
 MANUFACTURER = ("angiosynth", "DSA phantom")
 
 
-class ArchiveExistsError(FileExistsError):
+class ArchiveExistsError(OutputExistsError):
     """The output directory exists and is not empty (and overwriting was not asked for)."""
 
 
@@ -64,7 +64,7 @@ def write_archive(
     config: PhantomConfig,
     workers: int = 1,
     overwrite: bool = False,
-    progress: Callable[[Iterator], Iterator] | None = None,
+    progress: Progress | None = None,
 ) -> ArchiveSummary:
     """Simulates `n_patients` patients and writes the archive to `out` atomically.
 
@@ -75,19 +75,20 @@ def write_archive(
         config: simulation settings.
         workers: processes simulating patients in parallel.
         overwrite: replace an existing non-empty `out`.
-        progress: optional wrapper around the per-patient iterator (e.g. a progress bar).
+        progress: optional progress callback over the patients (e.g. a progress bar).
+
+    Raises:
+        OptionError: fewer than 1 patient or worker.
+        ArchiveExistsError: `out` is not empty and `overwrite` is False.
     """
     if n_patients < 1:
-        raise ValueError(f"--patients must be at least 1, got {n_patients}")
+        raise OptionError(f"--patients must be at least 1, got {n_patients}")
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise OptionError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ArchiveExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as staging:
         rows = _simulate_all(staging, n_patients, seed, config, workers, progress)
         truth = pd.DataFrame(rows)
         truth.to_parquet(staging / "ground_truth.parquet", index=False)
@@ -96,23 +97,18 @@ def write_archive(
         )
         summary = _summary(out, truth, n_patients)
         _write_manifest(staging, seed, config, summary)
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 
 def _simulate_all(staging, n_patients, seed, config, workers, progress) -> list[dict]:
     jobs = [(i, seed, config, staging) for i in range(n_patients)]
-    wrap = progress or (lambda it: it)
     rows: list[dict] = []
     if workers == 1:
-        for job in wrap(map(_patient_job, jobs)):
+        for job in tracked(map(_patient_job, jobs), n_patients, "phantom", progress):
             rows.extend(job)
         return rows
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for job in wrap(pool.map(_patient_job, jobs)):
+        for job in tracked(pool.map(_patient_job, jobs), n_patients, "phantom", progress):
             rows.extend(job)
     return rows
 
@@ -242,13 +238,12 @@ def _write_run(run: RunResult, r, common, started, seed, index, k, config, root)
 def _save_masks(path: Path, labels: np.ndarray) -> None:
     """Writes `labels` as a compressed .npz (fast deflate level), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     with (
+        atomic_path(path) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
         archive.open("labels.npy", "w", force_zip64=True) as member,
     ):
         np.lib.format.write_array(member, np.ascontiguousarray(labels))
-    os.replace(tmp, path)
 
 
 def _annotations(truth: pd.DataFrame, seed: int, share: float) -> pd.DataFrame:
@@ -298,15 +293,4 @@ def _write_manifest(
         "arterial_frames_per_view": summary.frames_per_view,
         "synthetic": True,
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Moves the finished staging directory to `out`, replacing what was there."""
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    write_json_atomic(staging / "manifest.json", manifest)

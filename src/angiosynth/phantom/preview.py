@@ -16,6 +16,7 @@ import pandas as pd
 
 from angiosynth.dicom.subtraction import dsa_display, log_subtract
 from angiosynth.dicom.xa import read_xa
+from angiosynth.runfiles import save_figure_atomic
 
 _EXTRA_COLUMNS = ("Others", "external", "common_carotid")
 
@@ -56,10 +57,8 @@ def write_preview(archive: Path, out: Path, rows: int = 3, dpi: int = 110) -> Pa
     fig.suptitle(f"angiosynth phantom: arterial-phase DSA ({Path(archive).name})", fontsize=10)
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi)
+    save_figure_atomic(fig, out, dpi)
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 

@@ -17,6 +17,7 @@ from scipy import stats
 
 from angiosynth.conditions import CONDITIONS
 from angiosynth.curation.dataset import CuratedDataset
+from angiosynth.errors import AngiosynthError, InputNotFoundError
 
 SEGMENTS = ("proximal", "medium", "peripheral")
 REGIONS = (*SEGMENTS, "overall")
@@ -54,7 +55,7 @@ RULES = (
 )
 
 
-class RatingsError(ValueError):
+class RatingsError(AngiosynthError, ValueError):
     """A ratings or screening file is malformed; the message names file, line and column."""
 
 
@@ -66,12 +67,14 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """Reads a CSV as stripped strings (NA stays a string) and checks its header."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise InputNotFoundError(f"{path}: no such file")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as err:
         raise RatingsError(f"{path}, line 1: empty file, expected columns "
                            f"{', '.join(columns)}") from err  # fmt: skip
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise RatingsError(f"{path}: not a CSV file ({' '.join(str(err).split())})") from err
     table.columns = [str(name).strip() for name in table.columns]
     missing = [name for name in columns if name not in table.columns]
     if missing:
@@ -123,7 +126,7 @@ def read_ratings(path: Path) -> pd.DataFrame:
 
     Raises:
         RatingsError: naming the file, line and column of the first problem.
-        FileNotFoundError: when the file does not exist.
+        InputNotFoundError: when the file does not exist.
     """
     table = _read_csv(path, RATING_COLUMNS)
     if table.empty:

@@ -378,7 +378,8 @@ def create_app(study_dir: Path, db_url: str | None = None) -> FastAPI:
     """The web app of one study folder (and database URL, when not STUDY/study.db).
 
     Raises:
-        FileNotFoundError, ValueError: when the folder or database holds no study.
+        InputNotFoundError, StudyError: when the folder or database holds no study or the
+            database cannot be read.
     """
     study_dir = Path(study_dir)
     store = StudyStore.open(study_dir, db_url)

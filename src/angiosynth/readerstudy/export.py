@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import select
 
+from angiosynth.errors import OptionError
 from angiosynth.readerstudy.storage import (
     SEGMENTS,
     ExternalFlagRow,
@@ -87,12 +88,15 @@ def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
 
     Returns:
         The paths of the ratings and screening files.
+
+    Raises:
+        OptionError: `out` is named like the screening file.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     screening = out.with_name(SCREENING_FILE)
     if screening == out:
-        raise ValueError(f"--out must not be named {SCREENING_FILE}: that is the screening file")
+        raise OptionError(f"--out must not be named {SCREENING_FILE}: that is the screening file")
     write_table_atomic(ratings_table(store), out)
     write_table_atomic(screening_table(store), screening)
     return out, screening

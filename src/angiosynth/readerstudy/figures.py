@@ -19,6 +19,7 @@ from scipy import stats
 
 from angiosynth.conditions import CONDITIONS
 from angiosynth.readerstudy.analysis import SEGMENTS, ReaderStudyAnalysis, usable_ratings
+from angiosynth.runfiles import save_figure_atomic
 
 LIKERT = (1, 2, 3, 4, 5)
 SEGMENT_LABELS = {"proximal": "Prox.", "medium": "Med.", "peripheral": "Peri.",
@@ -211,7 +212,7 @@ def write_figures(analysis: ReaderStudyAnalysis, out: Path) -> dict[str, Path]:
         figure = draw(analysis)
         figure.suptitle(FIGURES[name])
         png = Path(out) / f"{name}.png"
-        figure.savefig(png, dpi=150)
-        figure.savefig(png.with_suffix(".pdf"))
+        save_figure_atomic(figure, png)
+        save_figure_atomic(figure, png.with_suffix(".pdf"))
         written[name] = png
     return written

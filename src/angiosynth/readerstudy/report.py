@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ from angiosynth.readerstudy.analysis import (
     read_screening,
 )
 from angiosynth.readerstudy.figures import FIGURES, SEGMENT_LABELS, write_figures
-from angiosynth.runfiles import write_json_atomic, write_table_atomic
+from angiosynth.runfiles import write_json_atomic, write_table_atomic, write_text_atomic
 
 SCREENING_FILE = "screening.csv"
 CAPTIONS = {
@@ -187,16 +186,10 @@ def write_outputs(analysis: ReaderStudyAnalysis, out: Path) -> None:
     write_table_atomic(
         analysis.scores.rename_axis("image_id").reset_index(), out / "image_scores.csv"
     )
-    _write_text_atomic(out / "tables.md", markdown_tables(analysis))
+    write_text_atomic(out / "tables.md", markdown_tables(analysis))
     figures = write_figures(analysis, out)
     write_json_atomic(out / "analysis.json", analysis_record(analysis, figures))
-    _write_text_atomic(out / "report.html", report_html(analysis, figures))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(out / "report.html", report_html(analysis, figures))
 
 
 def write_analysis(

@@ -24,14 +24,15 @@ default_rng([seed, r]), so adding raters leaves the answers of the first ones un
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 
-from angiosynth.readerstudy.storage import SEGMENTS, ImageRow, Person, StudyStore
+from angiosynth.errors import OptionError
+from angiosynth.progress import Progress, tracked
+from angiosynth.readerstudy.storage import SEGMENTS, ImageRow, Person, StudyError, StudyStore
 from angiosynth.readerstudy.study import plain_grayscale
 
 KEEP_FRACTION = 0.6
@@ -45,8 +46,6 @@ SEGMENT_OFFSETS = (0.4, 0.0, -0.4)
 NOT_PRESENT_P = (0.01, 0.03, 0.08)
 NOT_APPLICABLE_P = (0.01, 0.02, 0.04)
 EXTERNAL_IMAGE_P, EXTERNAL_FLAG_P, FALSE_FLAG_P = 0.05, 0.8, 0.01
-
-Progress = Callable[[Iterable, int, str], Iterable]
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def standardise(values: np.ndarray) -> np.ndarray:
 
 def pixel_quality(paths: list[Path], progress: Progress | None = None) -> np.ndarray:
     """The standardised quality signal q of each image file."""
-    loop = progress(paths, len(paths), "measure images") if progress else paths
+    loop = tracked(paths, len(paths), "measure images", progress)
     measures = np.array([pixel_measures(plain_grayscale(path)) for path in loop])
     return standardise(standardise(measures[:, 0]) + standardise(measures[:, 1]))
 
@@ -85,10 +84,10 @@ def _participants(store: StudyStore, raters: int) -> tuple[Person, list[Person]]
     screener = next(p for p in persons if p.role == "screener")
     all_raters = [p for p in persons if p.role == "rater"]
     if not 1 <= raters <= len(all_raters):
-        raise ValueError(f"--raters must be 1-{len(all_raters)}: the study has "
+        raise OptionError(f"--raters must be 1-{len(all_raters)}: the study has "
                          f"{len(all_raters)} raters")  # fmt: skip
     if store.has_answers():
-        raise ValueError("the study already has answers; simulate fills an empty study")
+        raise StudyError("the study already has answers; simulate fills an empty study")
     return screener, all_raters[:raters]
 
 
@@ -122,7 +121,8 @@ def simulate_study(
     """Screens every image, then lets the first `raters` raters rate every kept image.
 
     Raises:
-        ValueError: when the study already has answers or has fewer raters.
+        OptionError: when the study has fewer raters.
+        StudyError: when the study already has answers.
     """
     screener, chosen = _participants(store, raters)
     public_ids = _public_ids(store)
@@ -135,9 +135,8 @@ def simulate_study(
     with store.session() as session:
         for public_id, kept in zip(public_ids, keep.tolist(), strict=True):
             store.save_screening(session, screener, public_id, kept)
-    loop = progress(chosen, len(chosen), "simulate raters") if progress else chosen
     ratings = 0
-    for r, rater in enumerate(loop):
+    for r, rater in enumerate(tracked(chosen, len(chosen), "simulate raters", progress)):
         rater_rng = np.random.default_rng([seed, r])
         bias = rater_rng.normal(0, RATER_BIAS_SD)
         with store.session() as session:

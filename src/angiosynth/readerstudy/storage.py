@@ -49,7 +49,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from angiosynth.errors import AngiosynthError, InputNotFoundError, OptionError
 
 DB_FILE = "study.db"
 IMAGES_DIR = "images"
@@ -62,7 +65,7 @@ _PUBLIC_ID = re.compile(r"[0-9a-f]{16}")
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-class StudyError(Exception):
+class StudyError(AngiosynthError):
     """Base class of the errors of a reader study."""
 
 
@@ -239,17 +242,21 @@ def make_engine(url: str) -> Engine:
     """An engine for a SQLite (WAL, busy timeout) or PostgreSQL URL.
 
     Raises:
-        ValueError: for other database kinds.
+        OptionError: for other database kinds.
+        StudyError: when the driver of a PostgreSQL URL is not installed.
     """
     dialect = url.split(":", 1)[0].split("+", 1)[0]
     if dialect not in _INSERTS:
-        raise ValueError(f"--db must be a sqlite or postgresql URL, got {dialect!r}")
+        raise OptionError(f"--db must be a sqlite or postgresql URL, got {dialect!r}")
     if dialect == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False,
                                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})  # fmt: skip
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ImportError as err:
+        raise StudyError(f"--db: the {dialect} driver is not installed ({err})") from err
 
 
 class StudyStore:
@@ -271,19 +278,20 @@ class StudyStore:
         """The store of an existing study (its own SQLite file unless `db_url` is given).
 
         Raises:
-            FileNotFoundError: when the study folder or its database is missing.
-            ValueError: when the database holds no study.
+            InputNotFoundError: when the study folder or its database is missing, or the
+                database holds no study.
+            StudyError: when the database cannot be read.
         """
         study_dir = Path(study_dir)
         if not (study_dir / IMAGES_DIR).is_dir():
-            raise FileNotFoundError(f"{study_dir}: not a reader study (no {IMAGES_DIR}/ folder)")
+            raise InputNotFoundError(f"{study_dir}: not a reader study (no {IMAGES_DIR}/ folder)")
         if db_url is None and not (study_dir / DB_FILE).is_file():
-            raise FileNotFoundError(f"{study_dir / DB_FILE}: no such database")
+            raise InputNotFoundError(f"{study_dir / DB_FILE}: no such database")
         store = cls(db_url or default_url(study_dir))
-        if not store.persons():
+        where = "--db" if db_url else study_dir / DB_FILE
+        if not store.holds_study(where):
             store.dispose()
-            where = "--db" if db_url else study_dir / DB_FILE
-            raise ValueError(f"{where}: the database holds no study")
+            raise InputNotFoundError(f"{where}: the database holds no study")
         return store
 
     def create_schema(self) -> None:
@@ -299,6 +307,21 @@ class StudyStore:
         """A session whose transaction is committed on success and rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def holds_study(self, where: object) -> bool:
+        """Whether the database holds a study's persons.
+
+        Raises:
+            StudyError: naming `where` (the database's file or option), when the database
+                cannot be read (no server, refused login, not a database); the store is
+                disposed then.
+        """
+        try:
+            return bool(self.persons())
+        except SQLAlchemyError as err:
+            self.dispose()
+            reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+            raise StudyError(f"{where}: cannot read the database ({reason})") from err
 
     def persons(self) -> list[Person]:
         """Everyone in the study, in creation order; empty when the tables are missing."""

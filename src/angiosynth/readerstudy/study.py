@@ -20,10 +20,7 @@ drawn from the seed; a rater's queue is that order filtered to the images the sc
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,17 +29,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from angiosynth.errors import InputNotFoundError, OptionError, OutputExistsError
+from angiosynth.progress import Progress, tracked
 from angiosynth.readerstudy.storage import (
     DB_FILE,
     IMAGES_DIR,
     ImageRow,
     PersonRow,
     QueueEntryRow,
+    StudyError,
     StudyStore,
     default_url,
     hash_token,
 )
-from angiosynth.runfiles import write_json_atomic
+from angiosynth.runfiles import atomic_directory, write_json_atomic
 
 SAMPLES_FILE = "samples.parquet"
 STUDY_FILE = "study.json"
@@ -50,8 +50,6 @@ ADMIN_NAME = "admin"
 MAX_NAME_LENGTH = 64
 REQUIRED_COLUMNS = ("file", "condition")
 _OPTIONAL_COLUMNS = {"prompt": "prompt", "seed": "seed", "batch": "batch", "index": "sample_index"}
-
-Progress = Callable[[Iterable, int, str], Iterable]
 
 
 @dataclass(frozen=True)
@@ -80,24 +78,29 @@ def read_metadata(samples_dir: Path, metadata: Path | None = None) -> pd.DataFra
     """The image table: `metadata` (CSV or Parquet) or SAMPLES_DIR/samples.parquet.
 
     Raises:
-        FileNotFoundError: when the table or one of its images is missing.
-        ValueError: for missing columns, empty tables, duplicate or escaping file names.
+        InputNotFoundError: when the table or one of its images is missing.
+        StudyError: for an unreadable table, missing columns, empty tables, duplicate or
+            escaping file names.
     """
     samples_dir = Path(samples_dir)
     path = Path(metadata) if metadata is not None else samples_dir / SAMPLES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such metadata table")
-    table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        raise InputNotFoundError(f"{path}: no such metadata table")
+    try:
+        table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        detail = " ".join(str(err).split())
+        raise StudyError(f"{path}: unreadable metadata table ({detail})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise StudyError(f"{path}: missing column(s) {', '.join(missing)}")
     if table.empty:
-        raise ValueError(f"{path}: no images listed")
+        raise StudyError(f"{path}: no images listed")
     if table["condition"].isna().any():
-        raise ValueError(f"{path}: condition is empty on line {_first_line(table['condition'])}")
+        raise StudyError(f"{path}: condition is empty on line {_first_line(table['condition'])}")
     duplicated = table["file"][table["file"].duplicated()]
     if not duplicated.empty:
-        raise ValueError(f"{path}: file {duplicated.iloc[0]!r} is listed twice")
+        raise StudyError(f"{path}: file {duplicated.iloc[0]!r} is listed twice")
     for name in table["file"]:
         _source_path(samples_dir, str(name), path)
     return table.reset_index(drop=True)
@@ -111,19 +114,26 @@ def _source_path(samples_dir: Path, name: str, table: Path) -> Path:
     root = samples_dir.resolve()
     source = (root / name).resolve()
     if Path(name).is_absolute() or not source.is_relative_to(root):
-        raise ValueError(f"{table}: file {name!r} is not inside {samples_dir}")
+        raise StudyError(f"{table}: file {name!r} is not inside {samples_dir}")
     if not source.is_file():
-        raise FileNotFoundError(f"{samples_dir / name}: no such image (listed in {table})")
+        raise InputNotFoundError(f"{samples_dir / name}: no such image (listed in {table})")
     return source
 
 
 def plain_grayscale(path: Path) -> np.ndarray:
-    """An image file as an 8-bit grayscale array (16-bit images scaled, colour converted)."""
-    with Image.open(path) as image:
-        if image.mode.startswith("I"):
-            wide = np.asarray(image, dtype=np.float64)
-            return np.clip(np.round(wide * 255 / 65535), 0, 255).astype(np.uint8)
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+    """An image file as an 8-bit grayscale array (16-bit images scaled, colour converted).
+
+    Raises:
+        StudyError: the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):
+                wide = np.asarray(image, dtype=np.float64)
+                return np.clip(np.round(wide * 255 / 65535), 0, 255).astype(np.uint8)
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except OSError as err:
+        raise StudyError(f"{path}: unreadable image ({err})") from err
 
 
 def write_plain_png(array: np.ndarray, path: Path) -> None:
@@ -134,22 +144,24 @@ def write_plain_png(array: np.ndarray, path: Path) -> None:
 def _check_names(screener: str, raters: list[str]) -> None:
     for name in (screener, *raters):
         if not name.strip() or len(name) > MAX_NAME_LENGTH:
-            raise ValueError(f"names must be 1-{MAX_NAME_LENGTH} characters, got {name!r}")
+            raise OptionError(
+                f"--screener, --raters: names must be 1-{MAX_NAME_LENGTH} characters, got {name!r}"
+            )
     if not raters:
-        raise ValueError("give at least one rater")
+        raise OptionError("--raters: give at least one rater")
     repeated = sorted({r for r in raters if raters.count(r) > 1})
     if repeated:
-        raise ValueError(f"rater {repeated[0]!r} is named twice")
+        raise OptionError(f"--raters: rater {repeated[0]!r} is named twice")
 
 
 def _check_target(study_dir: Path, db_url: str | None) -> None:
     if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
-        raise FileExistsError(f"{study_dir}: exists and is not empty; choose a new folder")
+        raise OutputExistsError(f"{study_dir}: exists and is not empty; choose a new folder")
     if db_url is not None:
         store = StudyStore(db_url)
         try:
-            if store.persons():
-                raise FileExistsError("--db: the database already holds a study")
+            if store.holds_study("--db"):
+                raise OutputExistsError("--db: the database already holds a study")
         finally:
             store.dispose()
 
@@ -168,19 +180,20 @@ def create_study(
     """Imports the images and writes a new study folder (and database).
 
     The folder is built under a temporary name beside `study_dir` and renamed into place at the
-    end, so a failure leaves nothing behind; the database rows are written in one transaction.
+    end (`runfiles.atomic_directory`), so a failure leaves nothing behind; the database rows are
+    written in one transaction.
 
     Raises:
-        FileExistsError: when `study_dir` is not empty or the `db_url` database holds a study.
-        FileNotFoundError, ValueError: for bad metadata or names.
+        OutputExistsError: when `study_dir` is not empty or the `db_url` database holds a study.
+        OptionError: for bad names.
+        InputNotFoundError, StudyError: for bad metadata or images, or an unreadable database.
     """
     study_dir = Path(study_dir)
     _check_names(screener, raters)
     _check_target(study_dir, db_url)
     table = read_metadata(samples_dir, metadata)
-    building = study_dir.parent / f".{study_dir.name}.creating-{secrets.token_hex(4)}"
-    (building / IMAGES_DIR).mkdir(parents=True)
-    try:
+    with atomic_directory(study_dir) as building:
+        (building / IMAGES_DIR).mkdir()
         images = _import_images(Path(samples_dir), table, building / IMAGES_DIR, progress)
         invitations = _invitations(screener, raters)
         store = StudyStore(db_url or default_url(building))
@@ -190,10 +203,6 @@ def create_study(
         finally:
             store.dispose()
         _write_summary(building, table, invitations, seed, db_url)
-        os.replace(building, study_dir)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return CreatedStudy(study_dir, len(images), invitations)
 
 
@@ -201,10 +210,9 @@ def _import_images(
     samples_dir: Path, table: pd.DataFrame, images_dir: Path, progress: Progress | None
 ) -> list[ImageRow]:
     rows = table.to_dict("records")
-    loop = progress(rows, len(rows), "import images") if progress else rows
     used: set[str] = set()
     images = []
-    for record in loop:
+    for record in tracked(rows, len(rows), "import images", progress):
         public_id = _new_id(used)
         array = plain_grayscale(samples_dir / str(record["file"]))
         write_plain_png(array, images_dir / f"{public_id}.png")
