@@ -123,12 +123,13 @@ def view_classifier(
 ) -> tuple[ViewClassifier, dict, Path]:
     """The view classifier at `path`, or one trained through `size` px into a temporary folder."""
     if not (path / "model.safetensors").is_file():
-        from angiosynth.training.view import ViewTrainOptions, train_view_classifier
+        from angiosynth.config import ViewTrainConfig
+        from angiosynth.training.view import train_view_classifier
 
         missing = path
         path = Path(tempfile.mkdtemp(prefix="angiosynth-view-")) / "view-classifier"
         print(f"{missing}: no view classifier; training one on {real} ({size} px) -> {path}")
-        options = ViewTrainOptions(steps=steps, source_size=size, seed=seed, device="cpu")
+        options = ViewTrainConfig(min_steps=steps, source_size=size, seed=seed, device="cpu")
         train_view_classifier(real, path, options)
     model, config = load_view_classifier(path)
     source = config["input"].get("source_size")

@@ -14,10 +14,11 @@ Prints one table per section (median over repeats, wall-clock seconds):
    batched network call. The model is configs/tiny.yaml with seeded random weights (speed does
    not depend on the weights), or the trained run given with `--run`. `--quick` times ddpm-1000
    once instead of `--repeats` times.
-2. Training, tiny configuration: one optimiser step of UNet + text encoder (epsilon MSE on
-   DDPM-noised random latents of the config's shape, real prompts, forward + backward + gradient
-   clipping + AdamW; no EMA, no data loading) at train_ldm.batch_size, in fp32 and under
-   bf16 autocast; median of `--train-steps` steps after 2 warm-up steps.
+2. Training, tiny configuration: `train ldm`'s own step (`training.ldm._LDMFit.step`: batch
+   drawn from a memory-mapped latent cache of random posteriors, epsilon MSE, forward +
+   backward + gradient clipping + AdamW + EMA, under accelerate) at train_ldm.batch_size, with
+   mixed precision "no" (fp32) and "bf16"; median of `--train-steps` steps after 2 warm-up
+   steps.
 3. The paper configuration (configs/paper.yaml): forward + backward
    seconds per image of UNet + text encoder on 3 x 64 x 64 latents at batch 1 (and 2 while the
    estimated time stays within `--paper-budget` seconds), fp32 and bf16, one warm-up step and
@@ -25,20 +26,22 @@ Prints one table per section (median over repeats, wall-clock seconds):
    256 x 256 image; with parameter counts.
 
 `--sections` runs some of them (e.g. `--sections paper`). Runs offline: every model is built
-from its configuration with `torch.manual_seed`.
+from its configuration with `torch.manual_seed`, by the factory `train ldm` uses.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tabulate import tabulate
@@ -49,14 +52,17 @@ from angiosynth.diffusion.pipeline import LatentDiffusion
 from angiosynth.diffusion.schedulers import sampling_scheduler, training_scheduler
 from angiosynth.models.autoencoder import build_vae
 from angiosynth.models.denoiser import Denoiser
-from angiosynth.models.text_encoder import PromptTokenizer, TextEncoder
-from angiosynth.models.unet import build_unet
+from angiosynth.models.text_encoder import PromptTokenizer
+from angiosynth.runtime import autocast
+from angiosynth.training.ldm import LATENTS_FILE, CachedLatents, _LDMFit, build_denoiser
+from angiosynth.training.loop import make_accelerator
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: (sampler, steps) of section 1.
 SAMPLERS = (("ddpm", 1000), ("ddim", 50), ("dpmpp", 20))
 GUIDANCES = (1.0, 2.0)
 PRECISIONS = ("fp32", "bf16")
+CPU = torch.device("cpu")
 
 
 def cpu_model() -> str:
@@ -76,12 +82,6 @@ def cpu_model() -> str:
     return f"{name} (AMX bf16: {'yes' if 'amx_bf16' in info else 'no'})"
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     """Wall-clock seconds of `repeats` calls of `fn`."""
     times = []
@@ -96,21 +96,15 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_denoiser(config: LDMConfig, tokenizer: PromptTokenizer, seed: int) -> Denoiser:
-    """UNet + text encoder of `config` with seeded random weights (as `train ldm` builds them)."""
+def seeded_denoiser(config: LDMConfig, tokenizer: PromptTokenizer, seed: int) -> Denoiser:
+    """UNet + text encoder of `config` with seeded random weights (`train ldm`'s factory)."""
     torch.manual_seed(seed)
-    te = config.text_encoder
-    text = TextEncoder(
-        tokenizer.vocab_size, te.max_length, width=te.width, layers=te.layers, heads=te.heads,
-        ffn_mult=te.ffn_mult, dropout=te.dropout,
-    )  # fmt: skip
-    unet = build_unet(config.unet, config.vae.latent_channels, config.latent_size, te.width)
-    return Denoiser(unet, text)
+    return build_denoiser(config, tokenizer, config.vae.latent_channels)
 
 
 def random_pipeline(config: LDMConfig, seed: int) -> LatentDiffusion:
     tokenizer = PromptTokenizer.from_template(config.text_encoder.max_length)
-    denoiser = build_denoiser(config, tokenizer, seed).eval().requires_grad_(False)
+    denoiser = seeded_denoiser(config, tokenizer, seed).eval().requires_grad_(False)
     torch.manual_seed(seed)
     vae = build_vae(config.vae, config.data.image_size).eval().requires_grad_(False)
     return LatentDiffusion(denoiser, tokenizer, vae, config, "random-init", torch.device("cpu"))
@@ -160,45 +154,34 @@ def bench_sampling(pipe: LatentDiffusion, batch: int, repeats: int, quick: bool)
 # --- 2. training, tiny config -------------------------------------------------------------------
 
 
-class TrainStep:
-    """Forward + backward + clip + AdamW of the denoiser on one fixed random batch."""
-
-    def __init__(self, config: LDMConfig, batch: int, seed: int) -> None:
-        cfg = config.train_ldm
-        tokenizer = PromptTokenizer.from_template(config.text_encoder.max_length)
-        self.model = build_denoiser(config, tokenizer, seed).train()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        self.max_grad_norm = cfg.max_grad_norm
-        scheduler = training_scheduler(config.diffusion)
-        gen = torch.Generator().manual_seed(seed)
-        shape = (batch, config.vae.latent_channels, config.latent_size, config.latent_size)
-        z = torch.randn(shape, generator=gen)
-        self.noise = torch.randn(shape, generator=gen)
-        self.t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen)
-        self.noisy = scheduler.add_noise(z, self.noise, self.t)
-        self.ids, self.mask = tokenizer.encode(prompts_for(batch))
-
-    def __call__(self, precision: str) -> float:
-        with autocast(precision):
-            pred = self.model(self.noisy, self.t, self.ids, self.mask)
-        loss = F.mse_loss(pred.float(), self.noise)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+def training_fit(config: LDMConfig, precision: str, seed: int, folder: Path) -> _LDMFit:
+    """`train ldm`'s model, optimiser, EMA and step on a latent cache of random posteriors
+    (N = 4 batches of training frames with the four conditions' prompts)."""
+    cfg = config.train_ldm
+    n, channels, size = 4 * cfg.batch_size, config.vae.latent_channels, config.latent_size
+    rng = np.random.default_rng(seed)
+    posteriors = np.concatenate(
+        [rng.standard_normal((n, channels, size, size)), np.full((n, channels, size, size), 0.1)],
+        axis=1,
+    ).astype(np.float32)
+    np.save(folder / LATENTS_FILE, posteriors)
+    prompts = prompts_for(n)
+    rows = pd.DataFrame({"prompt": prompts, "view": [CONDITIONS[i % 4] for i in range(n)]})
+    accelerator = make_accelerator(precision)
+    return _LDMFit(accelerator, config, rows, CachedLatents(folder / LATENTS_FILE), 1.0)
 
 
 def bench_training(config: LDMConfig, steps: int, warmup: int, seed: int) -> list[list]:
     batch = config.train_ldm.batch_size
     rows = []
     for precision in PRECISIONS:
-        step = TrainStep(config, batch, seed)
-        for _ in range(warmup):
-            step(precision)
-        times = timed(lambda p=precision, f=step: f(p), steps)
+        with tempfile.TemporaryDirectory() as folder:
+            fit = training_fit(config, "no" if precision == "fp32" else precision, seed,
+                               Path(folder))  # fmt: skip
+            for i in range(warmup):
+                fit.step(i)
+            counter = iter(range(warmup, warmup + steps))
+            times = timed(lambda f=fit, c=counter: f.step(next(c)), steps)
         median = statistics.median(times)
         rows.append(
             [
@@ -222,7 +205,7 @@ def bench_paper(
     config: LDMConfig, repeats: int, budget: float, seed: int
 ) -> tuple[list[list], list[list], list[list]]:
     tokenizer = PromptTokenizer.from_template(config.text_encoder.max_length)
-    model = build_denoiser(config, tokenizer, seed).train()
+    model = seeded_denoiser(config, tokenizer, seed).train()
     torch.manual_seed(seed)
     vae = build_vae(config.vae, config.data.image_size).eval().requires_grad_(False)
     counts = [
@@ -243,7 +226,7 @@ def bench_paper(
         ids, mask = tokenizer.encode(prompts_for(batch))
 
         def run() -> None:
-            with autocast(precision):
+            with autocast(CPU, precision):
                 pred = model(noisy, t, ids, mask)
             F.mse_loss(pred.float(), noise).backward()
             model.zero_grad(set_to_none=True)
@@ -292,7 +275,7 @@ def bench_paper(
 
     @torch.no_grad()
     def round_trip(precision: str) -> None:
-        with autocast(precision):
+        with autocast(CPU, precision):
             vae.decode(vae.encode(image).latent_dist.mode())
 
     vae_rows = []

@@ -105,7 +105,7 @@ class DiffusionData:
 
 
 def _truth_arterial_table(dataset: Path, truth: pd.DataFrame) -> pd.DataFrame:
-    from angiosynth.training.phase import arterial_table
+    from angiosynth.curation.arterial import arterial_table
 
     frames = pd.read_parquet(dataset / "frames.parquet")
     keep = truth[truth["is_arterial"]][["series_uid", "frame_index"]]

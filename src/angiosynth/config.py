@@ -6,8 +6,9 @@ being silently ignored. This module imports nothing else from angiosynth but `er
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -198,27 +199,96 @@ class DiffusionConfig(StrictModel):
 
 
 PERCEPTUAL_LOSSES = ("auto", "lpips", "stlpips", "none")
-MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
+#: accelerate's mixed precision ("no": fp32), plus "auto" (bf16 where it is fast, see
+#: `runtime.resolve_mixed_precision`) and "fp32" (a synonym of "no").
+MIXED_PRECISIONS = ("no", "fp32", "bf16", "fp16", "auto")
 
 
-class VAETrainConfig(StrictModel):
+class TrainLoopConfig(StrictModel):
+    """Settings every training loop shares (`training.loop`); each trainer's config extends it.
+
+    Attributes:
+        batch_size: images per optimiser step, over all processes and accumulation
+            micro-batches.
+        gradient_accumulation: micro-batches per optimiser step (batch_size must divide).
+        lr: (peak) learning rate.
+        weight_decay: AdamW's weight decay.
+        epochs: passes over the training set.
+        max_steps: when set, the run's length in optimiser steps (else epochs decide).
+        mixed_precision: "no"/"fp32", "bf16", "fp16" or "auto" (bf16 where it is fast).
+        max_grad_norm: clip the gradients' norm to this (None: no clipping).
+        ema_decay: decay of an exponential moving average of the weights (None: no EMA).
+        checkpoint_every: checkpoint period in optimiser steps (None: only at the end, and only
+            when the run is cut short with `stop_after`).
+        keep_checkpoints: how many of the latest checkpoints are kept.
+        log_every: one log record (mean losses, learning rate, speed) per this many steps.
+        seed: seeds weights, batch order, noise and augmentation.
+    """
+
+    batch_size: int = Field(32, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    mixed_precision: str = "no"
+    max_grad_norm: float | None = Field(None, gt=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+    #: Settings a resumed run may change (how long it trains, how often it saves and logs).
+    RESUMABLE: ClassVar[tuple[str, ...]] = (
+        "epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check_loop(self) -> TrainLoopConfig:
+        _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
+        if self.batch_size % self.gradient_accumulation:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by gradient_accumulation "
+                f"{self.gradient_accumulation}"
+            )
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Images per micro-batch over all processes (batch_size / gradient_accumulation)."""
+        return self.batch_size // self.gradient_accumulation
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length: `max_steps` when set, else `epochs` x `steps_per_epoch`.
+
+        Raises:
+            ConfigError: neither is set.
+        """
+        if self.max_steps is None and self.epochs is None:
+            raise ConfigError(f"{type(self).__name__}: give epochs or max_steps")
+        return self.max_steps or self.epochs * steps_per_epoch
+
+
+class VAETrainConfig(TrainLoopConfig):
     """Autoencoder training (paper §4.3: batch 20, lr 2e-5, <= 100 epochs, patience 10).
 
     Attributes:
+        betas: the autoencoder's AdamW betas (CompVis' autoencoder: 0.5, 0.9).
+        patience: stop after this many epochs without a better validation loss.
         perceptual: "lpips" (VGG LPIPS; needs torchvision's ImageNet VGG-16 in the torch hub
             cache), "stlpips" (shift-tolerant LPIPS, ships its VGG weights), "auto" (lpips when
             cached, else stlpips) or "none". The run's config names the loss used.
         perceptual_net: the perceptual loss's backbone, "vgg" (the paper's) or "alex".
         gan_weight: weight of an optional PatchGAN hinge loss (0 = off), from `gan_start_step`.
-        max_steps: stop after this many optimiser steps (None: epochs decide).
-        betas: AdamW's betas (CompVis' autoencoder: 0.5, 0.9).
+        disc_lr, disc_betas: the discriminator's AdamW learning rate (None: `lr`) and betas.
     """
 
     batch_size: int = Field(20, ge=1)
     lr: float = Field(2e-5, gt=0)
     betas: tuple[float, float] = (0.5, 0.9)
-    epochs: int = Field(100, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+    epochs: int | None = Field(100, ge=1)
+    checkpoint_every: int | None = Field(1000, ge=1)
     patience: int = Field(10, ge=1)
     l1_weight: float = Field(1.0, ge=0)
     perceptual: str = "auto"
@@ -227,18 +297,17 @@ class VAETrainConfig(StrictModel):
     kl_weight: float = Field(1e-6, ge=0)
     gan_weight: float = Field(0.0, ge=0)
     gan_start_step: int = Field(0, ge=0)
-    mixed_precision: str = "no"
-    seed: int = 0
+    disc_lr: float | None = Field(None, gt=0)
+    disc_betas: tuple[float, float] = (0.5, 0.9)
 
     @model_validator(mode="after")
     def _check(self) -> VAETrainConfig:
         _check_choice(self.perceptual, PERCEPTUAL_LOSSES, "perceptual")
         _check_choice(self.perceptual_net, ("vgg", "alex"), "perceptual_net")
-        _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
         return self
 
 
-class LDMTrainConfig(StrictModel):
+class LDMTrainConfig(TrainLoopConfig):
     """Latent diffusion training (paper §4.4-4.5: batch 96, lr 5e-5, <= 50 epochs).
 
     Attributes:
@@ -246,45 +315,101 @@ class LDMTrainConfig(StrictModel):
             micro-batches (each process draws batch_size / processes / accumulation at a time).
         scale_lr: multiply `lr` by processes x batch per process x accumulation (= batch_size),
             as CompVis does by default (False: `lr` is the learning rate used).
-        max_steps: stop after this many optimiser steps (None: epochs decide).
         ema_decay: EMA decay (diffusers EMAModel, with warm-up when `ema_warmup`).
         condition_dropout: share of prompts replaced by the empty prompt (classifier-free
             guidance); 1.0 trains an unconditional model.
         condition_balanced: draw the four views (AC A, PC A, AC B, PC B) equally often.
         cache_latents: encode the frames once into RUN/latents.npy (memory-mapped), else per batch.
-        checkpoint_every, keep_checkpoints: checkpoint period in steps, and how many to keep.
     """
 
     batch_size: int = Field(96, ge=1)
-    gradient_accumulation: int = Field(1, ge=1)
     lr: float = Field(5e-5, gt=0)
     scale_lr: bool = False
     lr_warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    epochs: int = Field(50, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    ema_decay: float = Field(0.9999, gt=0, lt=1)
+    epochs: int | None = Field(50, ge=1)
+    ema_decay: float | None = Field(0.9999, gt=0, lt=1)
     ema_warmup: bool = True
     condition_dropout: float = Field(0.1, ge=0, le=1)
     condition_balanced: bool = False
-    max_grad_norm: float = Field(1.0, gt=0)
-    mixed_precision: str = "no"
+    max_grad_norm: float | None = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
     cache_latents: bool = True
-    checkpoint_every: int = Field(1000, ge=1)
+    checkpoint_every: int | None = Field(1000, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
-    log_every: int = Field(10, ge=1)
-    seed: int = 0
+
+
+class ClassifierTrainConfig(TrainLoopConfig):
+    """A frame classifier's training (ResNet-18 from scratch, BCE with logits, AdamW with a
+    one-cycle schedule): the phase classifier and the view classifier.
+
+    Attributes:
+        epochs: passes over the training frames; None: as many whole epochs as `min_steps`
+            optimiser steps need (so a small dataset still trains long enough: 12 phantom
+            patients give 8 batches per epoch, and 8 epochs left the phase classifier
+            uncalibrated, recall 0 at 0.5).
+        min_steps: optimiser steps to aim for when `epochs` and `max_steps` are None.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        workers: DataLoader worker processes (0 = read in the training process).
+        checkpoint_every: as in `TrainLoopConfig`, rounded up to whole epochs (a classifier
+            resumes at an epoch boundary).
+    """
+
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    min_steps: int = Field(240, ge=1)
+    mixed_precision: str = "auto"
+    device: str = "auto"
+    workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> LDMTrainConfig:
-        _check_choice(self.mixed_precision, MIXED_PRECISIONS, "mixed_precision")
-        if self.batch_size % self.gradient_accumulation:
-            raise ValueError(
-                f"batch_size {self.batch_size} is not divisible by gradient_accumulation "
-                f"{self.gradient_accumulation}"
-            )
+    def _check_device(self) -> ClassifierTrainConfig:
+        _check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         return self
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """`max_steps` when set, else `epochs` whole epochs, else the whole epochs that reach
+        `min_steps`."""
+        if self.max_steps is not None:
+            return self.max_steps
+        epochs = self.epochs or math.ceil(self.min_steps / max(steps_per_epoch, 1))
+        return epochs * steps_per_epoch
+
+
+BALANCES = ("pos_weight", "sampler", "none")
+
+
+class PhaseTrainConfig(ClassifierTrainConfig):
+    """The arterial-phase classifier (paper §2.2, §4.2; `training.phase`).
+
+    Attributes:
+        balance: "pos_weight" (BCE weight negatives/positives on positives), "sampler"
+            (positives and negatives drawn equally often, with replacement) or "none".
+        positive_window_s, negative_gap_s: the label rule (`data.phase.LabelRule`).
+        holdout_share: share of annotated patients held out when the dataset split is too small.
+    """
+
+    balance: str = "pos_weight"
+    positive_window_s: float = Field(0.5, ge=0)
+    negative_gap_s: float = Field(1.0, gt=0)
+    holdout_share: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_phase(self) -> PhaseTrainConfig:
+        _check_choice(self.balance, BALANCES, "balance")
+        return self
+
+
+class ViewTrainConfig(ClassifierTrainConfig):
+    """The view classifier of the evaluation (`training.view`).
+
+    Attributes:
+        min_steps: optimiser steps to aim for.
+        source_size: side the frames pass through before the classifier's 128 (None: none).
+    """
+
+    min_steps: int = Field(300, ge=1)
+    source_size: int | None = Field(None, ge=8)
 
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp")

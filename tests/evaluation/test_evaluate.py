@@ -24,9 +24,10 @@ OPTIONS = EvaluateOptions(split="val", max_real=24, max_train=24, bootstrap=10, 
 def evaluated(diffusion_data, tmp_path_factory):
     """8 samples of the micro model (2 per condition), a view classifier trained for a few
     steps, and one evaluation."""
+    from angiosynth.config import ViewTrainConfig
     from angiosynth.diffusion.pipeline import LatentDiffusion
     from angiosynth.diffusion.sampling import plan_samples, sample_to_directory
-    from angiosynth.training.view import ViewTrainOptions, train_view_classifier
+    from angiosynth.training.view import train_view_classifier
 
     base = tmp_path_factory.mktemp("evaluate")
     model = LatentDiffusion.load(diffusion_data.ldm_run)
@@ -35,7 +36,7 @@ def evaluated(diffusion_data, tmp_path_factory):
                         guidance=1.0, batch_size=8)  # fmt: skip
     view = base / "view"
     train_view_classifier(diffusion_data.dataset, view,
-                          ViewTrainOptions(steps=4, batch_size=8, source_size=32))  # fmt: skip
+                          ViewTrainConfig(min_steps=4, batch_size=8, source_size=32))  # fmt: skip
     result = evaluate(diffusion_data.dataset, base / "samples", base / "eval", view, OPTIONS)
     return base, result
 

@@ -17,44 +17,47 @@ from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
 from angiosynth.conditions import prompt_for
-from angiosynth.config import PhantomConfig
-from angiosynth.curation.curate import CurateOptions, curate
-from angiosynth.curation.dataset import CuratedDataset
-from angiosynth.curation.rules import DEFAULT_RULES
-from angiosynth.data.phase import (
-    AMBIGUOUS,
-    NEGATIVE,
-    POSITIVE,
-    IntensityJitter,
-    LabelRule,
-    PhaseDataError,
-    PhaseFrames,
-    holdout_split,
-    label_frames,
-    read_annotations,
-    train_transform,
-)
-from angiosynth.phantom.archive import write_archive
-from angiosynth.training.phase import (
+from angiosynth.config import PhantomConfig, PhaseTrainConfig
+from angiosynth.curation.arterial import (
     ARTERIAL_COLUMNS,
     DEFAULT_MARGIN,
-    PhaseModelError,
-    PhaseTrainOptions,
+    NEGATIVE,
+    POSITIVE,
     SelectOptions,
     binary_metrics,
     calibrate_margin,
-    load_phase_model,
     resolve_margin,
     roc_auc,
     select_arterial,
     select_mask,
-    train_phase_classifier,
 )
+from angiosynth.curation.curate import CurateOptions, curate
+from angiosynth.curation.dataset import CuratedDataset
+from angiosynth.curation.rules import DEFAULT_RULES
+from angiosynth.data.frames import ClassifierFrames, IntensityJitter, train_transform
+from angiosynth.data.phase import (
+    AMBIGUOUS,
+    LabelRule,
+    PhaseDataError,
+    holdout_split,
+    label_frames,
+    read_annotations,
+)
+from angiosynth.models.classifiers import ClassifierFileError
+from angiosynth.phantom.archive import write_archive
+from angiosynth.training.phase import PhaseScorer, load_phase_model, train_phase_classifier
 from conftest import write_key
 
 runner = CliRunner()
 #: Fast training settings for the tests (one short epoch on CPU).
-FAST = PhaseTrainOptions(epochs=1, batch_size=16, device="cpu")
+FAST = PhaseTrainConfig(epochs=1, batch_size=16, device="cpu")
+
+
+def _select(dataset: Path, model: Path, options: SelectOptions):
+    """`select_arterial` with the phase classifier of `model` on the CPU."""
+    return select_arterial(dataset, PhaseScorer(model, device="cpu"), options)
+
+
 PROMPT = re.compile(
     r"This is an? (anterior|posterior) DSA scan taken in Plane ([AB]), with a primary angle of "
     r"(-?\d+)° and a secondary angle of (-?\d+)°\."
@@ -99,7 +102,7 @@ def _stored_series(dataset: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def selected(phase_data: PhaseData):
     """`select_arterial` with the 2 most probable frames per series."""
-    result = select_arterial(phase_data.dataset, phase_data.model, SelectOptions(per_series=2))
+    result = _select(phase_data.dataset, phase_data.model, SelectOptions(per_series=2))
     return result, pd.read_parquet(phase_data.dataset / "arterial.parquet")
 
 
@@ -225,21 +228,28 @@ def test_binary_metrics_and_auc() -> None:
     assert roc_auc(np.array([0.5, 0.7]), np.array([1, 1])) is None
 
 
-def test_augmentation_keeps_shape_and_range() -> None:
+def test_augmentation_keeps_shape_and_clips_the_jitter() -> None:
     torch.manual_seed(0)
     image = torch.rand(1, 128, 128)
 
     out = train_transform()(image)
-    jittered = IntensityJitter(gain=0.5, offset=0.5, gamma=3.0)(image)
+    identity = IntensityJitter(gain=0.0, offset=0.0, gamma=1.0)(image)
+    strong = IntensityJitter(gain=0.5, offset=0.5, gamma=3.0)
 
     assert out.shape == (1, 128, 128)
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
-    assert float(jittered.min()) >= 0 and float(jittered.max()) <= 1
+    assert torch.allclose(identity, image)
+    # g x^gamma + b with the draws u of torch.rand(3), clipped to [0, 1]
+    torch.manual_seed(1)
+    u = torch.rand(3)
+    g, b, gamma = 1 + 0.5 * (2 * u[0] - 1), 0.5 * (2 * u[1] - 1), 3.0 ** (2 * u[2] - 1)
+    torch.manual_seed(1)
+    jittered = strong(image)
+    torch.testing.assert_close(jittered, (g * image**gamma + b).clamp(0, 1))
 
 
 def test_phase_frames_resize_stored_frames_to_128(phase_data: PhaseData) -> None:
     dataset = CuratedDataset(phase_data.dataset)
-    frames = PhaseFrames(dataset, np.array([3, 0, 1]), np.array([1, 0, 0]))
+    frames = ClassifierFrames(dataset, np.array([3, 0, 1]), np.array([1, 0, 0]))
 
     batch = frames.__getitems__([0, 1])
     image, label = frames[0]
@@ -266,7 +276,9 @@ def test_train_writes_the_model_directory(phase_data: PhaseData) -> None:
     assert config["training"]["epochs"] == 1 and config["seed"] == 0
     assert config["dataset"] == str(phase_data.dataset.resolve())
     assert set(metrics["holdout"]) >= {"precision", "recall", "accuracy", "roc_auc"}
-    assert len(metrics["train_loss"]) == 1 and len(log) == 1
+    epochs = [r for r in log if "holdout" in r]
+    assert len(metrics["train_loss"]) == 1 and len(epochs) == 1
+    assert epochs[0]["train_loss"] == metrics["train_loss"][0]
     positives = metrics["counts"]["labels"]["positives"]
     assert positives >= 9  # one annotated frame per series, widened by the 0.5 s window
     assert positives == int((labels["label"] == 1).sum())
@@ -351,7 +363,11 @@ def test_select_reports_metrics_against_the_phantom_truth(phase_data: PhaseData,
     assert metrics == result.metrics
     assert metrics["selection"]["rule"] == "top 2 frames per series"
     assert metrics["ground_truth"]["file"].endswith("ground_truth.parquet")
-    assert 0 <= metrics["ground_truth"]["selection"]["precision"] <= 1
+    truth = pd.read_parquet(phase_data.archive / "ground_truth.parquet")
+    chosen = selected[1].merge(pd.read_parquet(phase_data.dataset / "frames.parquet"),
+                               on=["frame_id", "series_uid"])  # fmt: skip
+    hits = chosen.merge(truth, on=["series_uid", "frame_index"])["is_arterial"]
+    assert metrics["ground_truth"]["selection"]["precision"] == pytest.approx(hits.mean())
     assert "roc_auc" in metrics["ground_truth"]["classifier_at_0.5"]
     assert "precision" in metrics["holdout"]
     assert f"Table 1: arterial-phase frames (N = {result.selected})" in report
@@ -435,15 +451,15 @@ def test_select_uses_the_calibrated_margin_by_default(phase_data: PhaseData, tmp
     shutil.copytree(phase_data.dataset, copy)
     calibrated = json.loads((phase_data.model / "config.json").read_text())["selection"]
 
-    result = select_arterial(copy, phase_data.model, SelectOptions())
+    result = _select(copy, phase_data.model, SelectOptions())
 
     assert result.metrics["selection"]["margin"] == calibrated["margin"]
     assert f"- {calibrated['margin']:g}" in result.metrics["selection"]["rule"]
 
 
 def test_select_rejects_a_directory_without_a_model(phase_data: PhaseData, tmp_path: Path):
-    with pytest.raises(PhaseModelError, match=r"no config\.json"):
-        select_arterial(phase_data.dataset, tmp_path, SelectOptions())
+    with pytest.raises(ClassifierFileError, match=r"no config\.json"):
+        _select(phase_data.dataset, tmp_path, SelectOptions())
 
 
 # --- CLI --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from angiosynth.config import ViewTrainConfig
 from angiosynth.models.classifiers import (
     ClassifierFileError,
     ViewClassifier,
@@ -15,7 +16,7 @@ from angiosynth.models.classifiers import (
     predicted_views,
     view_targets,
 )
-from angiosynth.training.view import ViewTrainOptions, train_view_classifier
+from angiosynth.training.view import train_view_classifier
 
 
 def test_targets_and_predicted_views_round_trip():
@@ -42,7 +43,7 @@ def test_embedding_and_logits_shapes():
 @pytest.fixture(scope="module")
 def trained(diffusion_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("view") / "model"
-    options = ViewTrainOptions(steps=2, batch_size=8, source_size=32, seed=3)
+    options = ViewTrainConfig(min_steps=2, batch_size=8, source_size=32, seed=3)
     return out, train_view_classifier(diffusion_data.dataset, out, options), options
 
 
@@ -52,9 +53,10 @@ def test_training_writes_a_loadable_model_with_its_settings(trained):
     model, loaded = load_view_classifier(out)
 
     assert loaded == json.loads(json.dumps(config))
-    assert config["input"]["source_size"] == 32 and config["training"]["steps"] == 2
+    assert config["input"]["source_size"] == 32 and config["training"]["min_steps"] == 2
     assert set(config["holdout"]) >= {"view", "circulation", "plane", "canonical", "n"}
-    assert (out / "log.jsonl").read_text().count("\n") >= 1
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r for r in log if "holdout" in r][-1]["holdout"] == config["holdout"]
     assert not model.training
 
 
@@ -70,9 +72,9 @@ def test_same_seed_same_weights(trained, diffusion_data, tmp_path):
 
 
 def test_loading_refuses_other_directories(tmp_path):
-    with pytest.raises(ClassifierFileError, match="not a view classifier"):
+    with pytest.raises(ClassifierFileError, match="not a resnet18-view classifier"):
         load_view_classifier(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"architecture": {"name": "resnet18"}}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ClassifierFileError, match="is not a view classifier"):
+    with pytest.raises(ClassifierFileError, match="is not resnet18-view"):
         load_view_classifier(tmp_path)

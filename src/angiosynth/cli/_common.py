@@ -35,6 +35,11 @@ def one_line_errors(command: Command) -> Command:
     return run  # type: ignore[return-value]
 
 
+def echo_above_bar(text: str) -> None:
+    """Prints one line to stdout above an active progress bar (which is redrawn below it)."""
+    tqdm.write(text)
+
+
 def progress_bar(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
     """Wraps an iterable of `total` items in a tqdm progress bar."""
     yield from tqdm(items, total=total, desc=desc, dynamic_ncols=True)

@@ -6,18 +6,20 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.curation.dataset import DatasetError
-from angiosynth.models.classifiers import ClassifierFileError
+from angiosynth.cli._common import fail, one_line_errors, progress_bar
+from angiosynth.config import ViewTrainConfig
+from angiosynth.evaluation.evaluate import EvaluateOptions
 
-_ERRORS = (DatasetError, ClassifierFileError, FileNotFoundError, FileExistsError, ValueError)
+_DEFAULTS = EvaluateOptions()
+_VIEW = ViewTrainConfig()
 
 
+@one_line_errors
 def evaluate_command(
     real: Path = typer.Option(..., "--real", help="Curated dataset with its arterial selection."),
     fake: Path = typer.Option(..., "--fake", help="Samples folder of `angiosynth sample`."),
     out: Path = typer.Option(..., "--out", "-o", help="Evaluation folder to write."),
-    split: str = typer.Option("test", "--split", help="Split of the real frames."),
+    split: str = typer.Option(_DEFAULTS.split, "--split", help="Split of the real frames."),
     view_model: Path = typer.Option(
         None,
         "--view-model",
@@ -25,18 +27,35 @@ def evaluate_command(
         "[default: train one into OUT/view-classifier, or reuse it].",
     ),
     view_steps: int = typer.Option(
-        300, "--view-steps", min=1, help="Optimiser steps when training the view classifier."
+        _VIEW.min_steps,
+        "--view-steps",
+        min=1,
+        help="Optimiser steps when training the view classifier.",
     ),
     max_real: int = typer.Option(
-        5000, "--max-real", min=2, help="At most this many real frames (seeded subsample)."
+        _DEFAULTS.max_real,
+        "--max-real",
+        min=2,
+        help="At most this many real frames (seeded subsample).",
     ),
     max_train: int = typer.Option(
-        5000, "--max-train", min=2, help="At most this many training frames for memorisation."
+        _DEFAULTS.max_train,
+        "--max-train",
+        min=2,
+        help="At most this many training frames for memorisation.",
     ),
-    bootstrap: int = typer.Option(200, "--bootstrap", min=1, help="Bootstrap draws of FID."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per Inception call."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
-    seed: int = typer.Option(0, "--seed", help="Seed of subsamples, bootstrap, KID subsets."),
+    bootstrap: int = typer.Option(
+        _DEFAULTS.bootstrap, "--bootstrap", min=1, help="Bootstrap draws of FID."
+    ),
+    batch_size: int = typer.Option(
+        _DEFAULTS.batch_size, "--batch-size", min=1, help="Images per Inception call."
+    ),
+    device: str = typer.Option(
+        _DEFAULTS.device, "--device", help="auto (CUDA when available), cpu or cuda."
+    ),
+    seed: int = typer.Option(
+        _DEFAULTS.seed, "--seed", help="Seed of subsamples, bootstrap, KID subsets."
+    ),
 ) -> None:
     """Evaluate synthetic frames against real ones; writes OUT/metrics.json and OUT/report.html.
 
@@ -51,43 +70,26 @@ def evaluate_command(
     DATASET/cache/features. Below 2048 images per set FID is biased upwards: compare only
     values from sets of equal sizes.
     """
-    from angiosynth.evaluation.evaluate import (
-        EvaluateOptions,
-        EvaluationError,
-        evaluate,
-        read_samples,
-    )
-    from angiosynth.training.phase import resolve_device
-    from angiosynth.training.view import ViewTrainOptions, train_view_classifier
+    from angiosynth.evaluation.evaluate import evaluate, read_samples
+    from angiosynth.runtime import resolve_device
+    from angiosynth.training.view import train_view_classifier
 
-    try:
-        device = str(resolve_device(device))
-    except ValueError as err:
-        fail(str(err))
+    device = str(resolve_device(device))
     options = EvaluateOptions(
-        split=split,
-        max_real=max_real,
-        max_train=max_train,
-        bootstrap=bootstrap,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-    )
-    try:
-        if view_model is None:
-            view_model = out / "view-classifier"
-            if not (view_model / "model.safetensors").exists():
-                size = read_samples(fake)[1].shape[-1]
-                typer.echo(f"training the view classifier on {real} ({size} px) -> {view_model}")
-                train_view_classifier(
-                    real,
-                    view_model,
-                    ViewTrainOptions(steps=view_steps, source_size=size, seed=seed, device=device),
-                    progress=progress_bar,
-                )
-        result = evaluate(real, fake, out, view_model, options, progress=progress_bar)
-    except (*_ERRORS, EvaluationError) as err:
-        fail(str(err))
+        split=split, max_real=max_real, max_train=max_train, bootstrap=bootstrap,
+        batch_size=batch_size, device=device, seed=seed,
+    )  # fmt: skip
+    if view_model is None:
+        view_model = out / "view-classifier"
+        if not (view_model / "model.safetensors").exists():
+            size = read_samples(fake)[1].shape[-1]
+            typer.echo(f"training the view classifier on {real} ({size} px) -> {view_model}")
+            view = ViewTrainConfig(
+                min_steps=view_steps, source_size=size, seed=seed,
+                device="cpu" if device == "cpu" else "auto",
+            )  # fmt: skip
+            train_view_classifier(real, view_model, view, progress=progress_bar)
+    result = evaluate(real, fake, out, view_model, options, progress=progress_bar)
     _print_summary(result)
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -113,6 +115,7 @@ def _print_summary(result: dict) -> None:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
+@one_line_errors
 def fid_command(
     dir1: Path = typer.Argument(..., help="First folder of images."),
     dir2: Path = typer.Argument(..., help="Second folder of images."),
@@ -130,20 +133,12 @@ def fid_command(
     from angiosynth.evaluation.metrics import kid as kid_metric
 
     protocol = FeatureProtocol(frame_size=frame_size)
-    try:
-        a, b = (
-            folder_features(
-                d,
-                protocol,
-                batch_size=batch_size,
-                device=device,
-                progress=progress_bar,
-                desc=d.name,
-            )
-            for d in (dir1, dir2)
+    a, b = (
+        folder_features(
+            d, protocol, batch_size=batch_size, device=device, progress=progress_bar, desc=d.name
         )
-    except ValueError as err:
-        fail(str(err))
+        for d in (dir1, dir2)
+    )
     if min(len(a), len(b)) < 2:
         fail("each folder needs at least 2 images")
     typer.echo(f"FID: {fid(a, b):.6g}")

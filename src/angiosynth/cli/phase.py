@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.curation.dataset import DatasetError
-from angiosynth.data.phase import LabelRule, PhaseDataError
-from angiosynth.training.phase import (
-    DEFAULT_MARGIN,
-    PhaseModelError,
-    PhaseTrainOptions,
-    SelectOptions,
-    select_arterial,
-    train_phase_classifier,
-)
+from angiosynth.cli._common import echo_above_bar, fail, one_line_errors, progress_bar
+from angiosynth.config import PhaseTrainConfig, load_config
+from angiosynth.curation.arterial import DEFAULT_MARGIN, SelectOptions, select_arterial
+from angiosynth.training.phase import PhaseScorer, train_phase_classifier
 
 app = typer.Typer(
     help="Arterial-phase classifier (paper §2.2): train on annotated series, select frames.",
@@ -25,23 +20,26 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-_ERRORS = (DatasetError, PhaseDataError, PhaseModelError, FileExistsError, FileNotFoundError,
-           ValueError)  # fmt: skip
-_DEFAULTS = PhaseTrainOptions()
-_RULE = LabelRule()
+_DEFAULTS = PhaseTrainConfig()
 _SELECT = SelectOptions()
+#: The scoring defaults of `phase select` (`training.phase.PhaseScorer`).
+_SCORER = inspect.signature(PhaseScorer).parameters
 
 
 @app.command("train")
+@one_line_errors
 def train_command(
     dataset: Path = typer.Argument(..., help="Curated dataset directory (`angiosynth curate`)."),
     annotations: Path = typer.Option(
         ..., "--annotations", "-a", help="CSV with series_uid, frame_index (0-based) columns."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
+                                help="YAML of PhaseTrainConfig settings (the options below "
+                                "override it)."),
     epochs: int = typer.Option(None, "--epochs", min=1,
                                help="Training epochs [default: enough for --steps]."),
-    steps: int = typer.Option(_DEFAULTS.steps, "--steps", min=1,
+    steps: int = typer.Option(_DEFAULTS.min_steps, "--steps", min=1,
                               help="Optimiser steps to aim for when --epochs is not given."),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", min=1),
     lr: float = typer.Option(_DEFAULTS.lr, "--lr", min=0, help="Peak learning rate (AdamW)."),
@@ -49,16 +47,16 @@ def train_command(
     workers: int = typer.Option(_DEFAULTS.workers, "--workers", "-j", min=0,
                                 help="DataLoader processes (0: read in the main process)."),
     device: str = typer.Option(_DEFAULTS.device, "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option(_DEFAULTS.precision, "--precision",
+    precision: str = typer.Option(_DEFAULTS.mixed_precision, "--precision",
                                   help="auto (bf16 on AMX CPUs and bf16 GPUs, else fp32), fp32 "
                                   "or bf16."),
     balance: str = typer.Option(_DEFAULTS.balance, "--balance",
                                 help="pos_weight (BCE weight negatives/positives), sampler "
                                 "(balanced draws) or none."),
-    positive_window: float = typer.Option(_RULE.positive_window_s, "--positive-window", min=0,
+    positive_window: float = typer.Option(_DEFAULTS.positive_window_s, "--positive-window", min=0,
                                           help="Seconds around the annotated frame that are "
                                           "positive too (0: the annotated frame only)."),
-    negative_gap: float = typer.Option(_RULE.negative_gap_s, "--negative-gap", min=0,
+    negative_gap: float = typer.Option(_DEFAULTS.negative_gap_s, "--negative-gap", min=0,
                                        help="Frames this many seconds or more from the "
                                        "annotated frame are negative."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model in OUT."),
@@ -82,17 +80,15 @@ def train_command(
     The same seed and `--workers` give the same weights on the same machine. About 2 minutes
     for 40 annotated series on 2 CPU cores with AMX (bf16).
     """
-    try:
-        rule = LabelRule(positive_window_s=positive_window, negative_gap_s=negative_gap)
-        options = PhaseTrainOptions(
-            epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
-            device=device, precision=precision, balance=balance, rule=rule,
-        )  # fmt: skip
-        result = train_phase_classifier(
-            dataset, annotations, out, options, progress_bar, _print_epoch, overwrite
-        )
-    except _ERRORS as err:
-        fail(str(err))
+    settings = dict(
+        epochs=epochs, min_steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
+        device=device, mixed_precision=precision, balance=balance,
+        positive_window_s=positive_window, negative_gap_s=negative_gap,
+    )  # fmt: skip
+    options = _phase_config(config, settings)
+    result = train_phase_classifier(
+        dataset, annotations, out, options, progress_bar, _print_epoch, overwrite
+    )
     labels, split = result.labels, result.holdout
     typer.echo(
         f"labels: {labels.positives} positive, {labels.negatives} negative, {labels.ambiguous} "
@@ -118,7 +114,21 @@ def train_command(
     typer.echo(f"model: {out} ({result.seconds:.0f} s)")
 
 
+def _phase_config(path: Path | None, options: dict) -> PhaseTrainConfig:
+    """PhaseTrainConfig of the YAML file (or the defaults) with the options that differ from
+    the defaults applied on top; a wrong value is a one-line error naming the option."""
+    base = PhaseTrainConfig() if path is None else load_config(path, PhaseTrainConfig)
+    given = {k: v for k, v in options.items() if v != getattr(_DEFAULTS, k)}
+    data = {**base.model_dump(), **given}
+    try:
+        return PhaseTrainConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+
+
 @app.command("select")
+@one_line_errors
 def select_command(
     dataset: Path = typer.Argument(..., help="Curated dataset directory."),
     model: Path = typer.Option(..., "--model", "-m", help="Model directory (`phase train`)."),
@@ -133,10 +143,11 @@ def select_command(
     contiguous: bool = typer.Option(_SELECT.contiguous, "--contiguous/--any-frames",
                                     help="Keep only the run of frames around each series' "
                                     "peak, or every frame that passes."),
-    batch_size: int = typer.Option(_SELECT.batch_size, "--batch-size", min=1),
-    workers: int = typer.Option(_SELECT.workers, "--workers", "-j", min=0),
-    device: str = typer.Option(_SELECT.device, "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option(_SELECT.precision, "--precision", help="auto, fp32 or bf16."),
+    batch_size: int = typer.Option(_SCORER["batch_size"].default, "--batch-size", min=1),
+    workers: int = typer.Option(_SCORER["workers"].default, "--workers", "-j", min=0),
+    device: str = typer.Option(_SCORER["device"].default, "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(_SCORER["precision"].default, "--precision",
+                                  help="auto, fp32 or bf16."),
     truth: Path = typer.Option(None, "--truth", dir_okay=False,
                                help="Phantom ground_truth.parquet [default: beside the curated "
                                "archive, from DATASET/curation.json, when present]."),
@@ -160,18 +171,15 @@ def select_command(
     """
     if per_series is not None and (threshold != _SELECT.threshold or no_margin):
         fail("--per-series excludes --threshold and --no-margin; give one rule")
-    try:
-        options = SelectOptions(
-            per_series=per_series,
-            threshold=threshold,
-            margin=None if no_margin else _margin(margin),
-            contiguous=contiguous,
-            batch_size=batch_size, workers=workers, device=device, precision=precision,
-            truth=truth,
-        )  # fmt: skip
-        result = select_arterial(dataset, model, options, progress_bar)
-    except _ERRORS as err:
-        fail(str(err))
+    options = SelectOptions(
+        per_series=per_series,
+        threshold=threshold,
+        margin=None if no_margin else _margin(margin),
+        contiguous=contiguous,
+        truth=truth,
+    )
+    scorer = PhaseScorer(model, device, precision, batch_size, workers)
+    result = select_arterial(dataset, scorer, options, progress_bar)
     typer.echo(
         f"selected {result.selected} of {result.frames} frames in {result.series} series "
         f"({result.metrics['selection']['rule']}) -> {dataset / 'arterial.parquet'}"
@@ -201,7 +209,7 @@ def _margin(text: str) -> float | str:
 
 
 def _print_epoch(record: dict) -> None:
-    typer.echo(f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+    echo_above_bar(f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
                f"holdout {_scores(record['holdout'])} ({record['seconds']:.0f} s)")  # fmt: skip
 
 

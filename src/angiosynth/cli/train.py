@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, progress_bar
-from angiosynth.config import ConfigError, LDMConfig, load_config
-from angiosynth.curation.dataset import DatasetError
+from angiosynth.cli._common import echo_above_bar, one_line_errors, progress_bar
+from angiosynth.config import LDMConfig, load_config
 
 app = typer.Typer(
     help="Train the autoencoder (`vae`) and the latent diffusion model (`ldm`).",
@@ -16,8 +15,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",
 )
-
-_ERRORS = (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError)
 
 
 def load_ldm_config(path: Path | None, max_steps: int | None, seed: int | None, section: str):
@@ -31,6 +28,7 @@ def load_ldm_config(path: Path | None, max_steps: int | None, seed: int | None, 
 
 
 @app.command("vae")
+@one_line_errors
 def vae_command(
     dataset: Path = typer.Argument(..., help="Curated dataset with arterial.parquet."),
     config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
@@ -38,6 +36,7 @@ def vae_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override train_vae.max_steps."),
     seed: int = typer.Option(None, "--seed", help="Override train_vae.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model in OUT."),
 ) -> None:  # fmt: skip
     """Train the 1-channel AutoencoderKL on the arterial frames of the training split.
@@ -48,16 +47,16 @@ def vae_command(
     and training stops after `patience` epochs without improvement. The latent scale factor
     1 / std(z) is then measured on training latents and stored in OUT/vae/config.json.
 
-    Writes OUT/config.yaml, OUT/vae/ (safetensors), OUT/log.jsonl, OUT/metrics.json. Runs under
-    `accelerate launch` unchanged.
+    Checkpoints (every `checkpoint_every` steps, the last `keep_checkpoints` kept) hold the
+    autoencoder, the discriminator, their optimisers, the batch order and the RNG states;
+    `--resume` continues exactly. Writes OUT/config.yaml, OUT/vae/ (safetensors),
+    OUT/checkpoints/, OUT/log.jsonl, OUT/metrics.json. Runs under `accelerate launch`
+    unchanged.
     """
     from angiosynth.training.vae import train_vae
 
-    try:
-        cfg = load_ldm_config(config, max_steps, seed, "train_vae")
-        result = train_vae(dataset, cfg, out, progress_bar, _print_epoch, overwrite)
-    except _ERRORS as err:
-        fail(str(err))
+    cfg = load_ldm_config(config, max_steps, seed, "train_vae")
+    result = train_vae(dataset, cfg, out, progress_bar, _print_epoch, overwrite, resume=resume)
     typer.echo(
         f"autoencoder: {out}/vae (best validation loss {result.best_val_loss:.4f} after "
         f"{result.epochs} epochs, {result.steps} steps; perceptual {result.perceptual}; "
@@ -66,13 +65,14 @@ def vae_command(
 
 
 def _print_epoch(record: dict) -> None:
-    typer.echo(
+    echo_above_bar(
         f"epoch {record['epoch']}: train {record['train_loss']:.4f}, validation "
         f"{record['val_loss']:.4f} ({record['seconds']:.0f} s)"
     )
 
 
 @app.command("ldm")
+@one_line_errors
 def ldm_command(
     dataset: Path = typer.Argument(..., help="Curated dataset with arterial.parquet."),
     vae: Path = typer.Option(..., "--vae", help="Run directory of `angiosynth train vae`."),
@@ -101,16 +101,13 @@ def ldm_command(
     Writes OUT/config.yaml, vae/, unet/, text_encoder/, scheduler/, checkpoints/, log.jsonl,
     metrics.json.
     """
-    from angiosynth.training.ldm import ResumeError, train_ldm
+    from angiosynth.training.ldm import train_ldm
 
-    try:
-        cfg = load_ldm_config(config, max_steps, seed, "train_ldm")
-        result = train_ldm(
-            dataset, vae, cfg, out, unconditional=unconditional, resume=resume,
-            overwrite=overwrite, progress=progress_bar,
-        )  # fmt: skip
-    except (*_ERRORS, ResumeError) as err:
-        fail(str(err))
+    cfg = load_ldm_config(config, max_steps, seed, "train_ldm")
+    result = train_ldm(
+        dataset, vae, cfg, out, unconditional=unconditional, resume=resume,
+        overwrite=overwrite, progress=progress_bar,
+    )  # fmt: skip
     typer.echo(
         f"latent diffusion model: {out} ({result.steps} steps, last loss "
         f"{result.final_loss:.4f}, {result.seconds:.0f} s)"

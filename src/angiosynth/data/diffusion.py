@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from angiosynth.conditions import CONDITIONS
 from angiosynth.curation.dataset import CuratedDataset, DatasetError
-from angiosynth.data.phase import resize_frames
+from angiosynth.data.frames import resize_frames
 
 
 def arterial_rows(dataset: CuratedDataset, split: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from angiosynth.conditions import CONDITIONS, VIEWS
-from angiosynth.data.phase import INPUT_SIZE, resize_frames
+from angiosynth.data.frames import INPUT_SIZE, resize_frames
 from angiosynth.models.classifiers import ViewClassifier, predicted_views
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import platform
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,30 +34,32 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import ConfigDict, Field
 
 from angiosynth import __version__
 from angiosynth.conditions import CONDITIONS
+from angiosynth.config import StrictModel
 from angiosynth.curation.dataset import CuratedDataset
-from angiosynth.data.phase import resize_frames
+from angiosynth.data.frames import resize_frames
 from angiosynth.diffusion.sampling import SAMPLES_FILE
 from angiosynth.evaluation import condition, memorisation, metrics, morphology
-from angiosynth.evaluation.features import FeatureProtocol, cached_features, inception_features
+from angiosynth.evaluation.features import (
+    EvaluationError,
+    FeatureProtocol,
+    cached_features,
+    inception_features,
+)
 from angiosynth.evaluation.report import write_report
 from angiosynth.models.classifiers import load_view_classifier, view_accuracy, view_targets
-from angiosynth.runfiles import write_json_atomic, write_table_atomic
+from angiosynth.progress import Progress
+from angiosynth.runfiles import METRICS_FILE, write_json_atomic, write_table_atomic
+from angiosynth.runtime import resolve_device
 
-Progress = Callable[[Iterable, int, str], Iterable]
-METRICS_FILE = "metrics.json"
 CACHE_DIR = Path("cache") / "features"
 
 
-class EvaluationError(ValueError):
-    """Inputs that cannot be evaluated (missing files, empty sets)."""
-
-
-@dataclass(frozen=True)
-class EvaluateOptions:
-    """Settings of an evaluation.
+class EvaluateOptions(StrictModel):
+    """Settings of an evaluation (the defaults of `angiosynth evaluate`).
 
     Attributes:
         split: the split of the real frames compared with the samples.
@@ -65,19 +67,21 @@ class EvaluateOptions:
         max_train: at most this many training frames for memorisation (None: all).
         bootstrap: bootstrap draws of the FID interval.
         batch_size: images per Inception call.
-        device: where the networks run.
+        device: where the networks run: "auto" (CUDA when available), "cpu" or "cuda[:k]".
         seed: seed of subsamples, bootstrap and KID subsets.
         protocol: the Inception feature protocol.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     split: str = "test"
-    max_real: int | None = 5000
-    max_train: int | None = 5000
-    bootstrap: int = 200
-    batch_size: int = 32
-    device: str = "cpu"
+    max_real: int | None = Field(5000, ge=2)
+    max_train: int | None = Field(5000, ge=2)
+    bootstrap: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
     seed: int = 0
-    protocol: FeatureProtocol = field(default_factory=FeatureProtocol)
+    protocol: FeatureProtocol = Field(default_factory=FeatureProtocol)
 
 
 @dataclass
@@ -124,8 +128,15 @@ def subsample_rows(rows: pd.DataFrame, limit: int | None, seed: int) -> pd.DataF
 
 
 def load_sets(real_root: Path, samples_dir: Path, options: EvaluateOptions) -> _Sets:
-    """Reads the samples and the real frames (split and training split) of an evaluation."""
+    """Reads the samples and the real frames (split and training split) of an evaluation.
+
+    Raises:
+        EvaluationError: fewer than 2 samples, or fewer than 2 arterial frames in a split.
+        DatasetError: `real_root` is not a curated dataset with an arterial selection.
+    """
     samples, fake = read_samples(samples_dir)
+    if len(samples) < 2:
+        raise EvaluationError(f"{samples_dir}: fewer than 2 samples")
     dataset = CuratedDataset(real_root)
     rows = dataset.arterial()
     rows = rows[rows["prompt"].notna()]
@@ -194,6 +205,7 @@ def evaluate(
         The content of metrics.json.
     """
     options = options or EvaluateOptions()
+    options = options.model_copy(update={"device": str(resolve_device(options.device))})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sets = load_sets(real_root, samples_dir, options)
@@ -383,7 +395,7 @@ def _inputs(real_root, samples_dir, view_model, sets: _Sets, options, real_cache
         "real": str(Path(real_root).resolve()),
         "samples": str(Path(samples_dir).resolve()),
         "view_model": str(Path(view_model).resolve()),
-        "options": {k: v for k, v in asdict(options).items() if k != "protocol"},
+        "options": options.model_dump(exclude={"protocol"}),
         "n_synthetic": len(sets.samples),
         "n_real": len(sets.real_rows),
         "n_train": len(sets.train_rows),

@@ -1,26 +1,36 @@
-"""Frame classifiers: the arterial-phase classifier and the view classifier.
+"""Frame classifiers: the arterial-phase classifier and the view classifier, and their model
+directories.
 
 The arterial-phase classifier of the paper (§2.2, §4.2) is a ResNet-18 trained from scratch on
-single-channel 128 x 128 DSA frames in [0, 1], with one logit out (arterial vs not).
+single-channel 128 x 128 DSA frames in [0, 1], with one logit out (arterial vs not). A model
+directory (`save_classifier`, `load_classifier`) holds MODEL/model.safetensors and
+MODEL/config.json, whose `architecture.name` says which classifier it is.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.models import resnet18
 
-from angiosynth.runfiles import write_json_atomic
-
-#: Side of the classifier's square input frames (paper §4.2).
-PHASE_INPUT_SIZE = 128
+from angiosynth.data.frames import INPUT_SIZE
+from angiosynth.errors import AngiosynthError
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import (
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    save_tensors_atomic,
+    write_json_atomic,
+)
 
 #: What `phase_classifier` builds, as recorded in a model's config.json.
 PHASE_ARCHITECTURE = {
@@ -29,7 +39,7 @@ PHASE_ARCHITECTURE = {
     "weights": None,
     "in_channels": 1,
     "num_classes": 1,
-    "input_size": PHASE_INPUT_SIZE,
+    "input_size": INPUT_SIZE,
 }
 
 
@@ -59,7 +69,7 @@ VIEW_ARCHITECTURE = {
     "weights": None,
     "in_channels": 1,
     "heads": [h[0] for h in VIEW_HEADS],
-    "input_size": PHASE_INPUT_SIZE,
+    "input_size": INPUT_SIZE,
 }
 EMBEDDING_DIM = 512
 
@@ -112,17 +122,34 @@ def predicted_views(logits: np.ndarray) -> np.ndarray:
     return np.where(canonical, named, "Others").astype(object)
 
 
-def predict_logits(model: nn.Module, frames, device, batch_size: int = 64) -> np.ndarray:
-    """(N, 3) float64 logits of the frames served by `frames` (a Dataset of (image, target))."""
-    from torch.utils.data import DataLoader
+def predict_logits(
+    model: nn.Module,
+    frames,
+    device,
+    batch_size: int = 64,
+    workers: int = 0,
+    context: Callable = nullcontext,
+    channels_last: bool = False,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """(N, K) float64 logits of the frames served by `frames` (a Dataset of (image, target)).
 
-    loader = DataLoader(frames, batch_size=batch_size, shuffle=False)
+    Args:
+        model: the classifier (set to eval mode here).
+        context: entered around each forward pass (e.g. bf16 autocast).
+        channels_last: feed the images in channels-last memory format (as the model runs).
+        progress: wraps the batches.
+    """
+    loader = DataLoader(frames, batch_size=batch_size, shuffle=False, num_workers=workers)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.eval()
     out = []
     with torch.no_grad():
-        for images, _ in loader:
-            out.append(model(images.to(device)).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(VIEW_HEADS)))
+        for images, _ in tracked(loader, len(loader), "score", progress):
+            with context():
+                logits = model(images.to(device, memory_format=memory_format))
+            out.append(logits.double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
 
 
 def view_accuracy(logits: np.ndarray, targets: np.ndarray, views) -> dict:
@@ -133,38 +160,61 @@ def view_accuracy(logits: np.ndarray, targets: np.ndarray, views) -> dict:
     return {"n": len(targets), "view": view, **heads}
 
 
-class ClassifierFileError(ValueError):
+class ClassifierFileError(AngiosynthError, ValueError):
     """A classifier directory that is missing files or holds another model."""
+
+
+#: Each classifier's builder, by the architecture name its config.json records.
+BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    PHASE_ARCHITECTURE["name"]: phase_classifier,
+    VIEW_ARCHITECTURE["name"]: ViewClassifier,
+}
 
 
 def save_classifier(model: nn.Module, out: Path, config: dict) -> None:
     """Writes OUT/model.safetensors and OUT/config.json (with `architecture`), atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
-    write_json_atomic(out / "config.json", config)
+    name = config["architecture"]["name"]
+    save_tensors_atomic(model.state_dict(), out / MODEL_FILE,
+                        metadata={"format": "pt", "architecture": name})  # fmt: skip
+    write_json_atomic(out / MODEL_CONFIG_FILE, config)
 
 
-def load_view_classifier(model_dir: Path, device: str | torch.device = "cpu"):
-    """Loads a view classifier directory; returns (model in eval mode, config).
+def load_classifier(
+    model_dir: Path, architecture: dict, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Loads a classifier directory of the given architecture; returns (model in eval mode on
+    `device`, config).
 
     Raises:
         ClassifierFileError: missing files, another architecture, or weights that do not fit.
     """
     model_dir = Path(model_dir)
-    for name in ("config.json", "model.safetensors"):
+    expected = architecture["name"]
+    for name in (MODEL_CONFIG_FILE, MODEL_FILE):
         if not (model_dir / name).is_file():
-            raise ClassifierFileError(f"{model_dir}: not a view classifier (no {name})")
-    config = json.loads((model_dir / "config.json").read_text())
-    name = config.get("architecture", {}).get("name")
-    if name != VIEW_ARCHITECTURE["name"]:
-        raise ClassifierFileError(f"{model_dir}: architecture {name!r} is not a view classifier")
-    model = ViewClassifier()
+            raise ClassifierFileError(f"{model_dir}: not a {expected} classifier (no {name})")
     try:
-        model.load_state_dict(load_file(model_dir / "model.safetensors"))
-    except (SafetensorError, RuntimeError) as err:
-        raise ClassifierFileError(f"{model_dir}: weights do not load ({err})") from err
+        config = json.loads((model_dir / MODEL_CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ClassifierFileError(f"{model_dir / MODEL_CONFIG_FILE}: unreadable ({err})") from err
+    name = config.get("architecture", {}).get("name") if isinstance(config, dict) else None
+    if name != expected:
+        raise ClassifierFileError(
+            f"{model_dir / MODEL_CONFIG_FILE}: architecture {name!r} is not {expected}"
+        )
+    model = BUILDERS[name]()
+    try:
+        model.load_state_dict(load_file(model_dir / MODEL_FILE))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        message = str(err).splitlines()[0]
+        raise ClassifierFileError(
+            f"{model_dir / MODEL_FILE}: weights do not load ({message})"
+        ) from err
     return model.to(device).eval(), config
+
+
+def load_view_classifier(model_dir: Path, device: str | torch.device = "cpu"):
+    """`load_classifier` of a view classifier directory: (model in eval mode, config)."""
+    return load_classifier(model_dir, VIEW_ARCHITECTURE, device)
