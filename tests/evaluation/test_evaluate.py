@@ -72,7 +72,10 @@ def test_condition_accuracy_and_domain_distance(evaluated):
     _, result = evaluated
     accuracy = result["condition_accuracy"]
 
-    assert 0 <= accuracy["overall"] <= 1
+    confusion = accuracy["confusion"]  # prompted condition -> classified view -> count
+    assert accuracy["overall"] == sum(confusion[c].get(c, 0) for c in confusion) / 8
+    for c in CONDITIONS:
+        assert accuracy["per_condition"][c] == confusion[c].get(c, 0) / 2
     assert set(accuracy["per_condition"]) == set(CONDITIONS)
     assert sum(sum(row.values()) for row in accuracy["confusion"].values()) == 8
     assert result["view_classifier"]["real_val"]["n"] == result["inputs"]["n_real"]

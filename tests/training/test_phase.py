@@ -502,3 +502,32 @@ def test_cli_errors_are_one_line(phase_data: PhaseData, tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert words in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_trains_from_a_yaml_config_with_overrides(phase_data: PhaseData, tmp_path: Path):
+    config = tmp_path / "phase.yaml"
+    config.write_text("epochs: 1\nbatch_size: 16\ndevice: cpu\nbalance: none\n")
+    out = tmp_path / "m"
+    result = runner.invoke(
+        app,
+        ["phase", "train", str(phase_data.dataset), "--annotations", str(phase_data.annotations),
+         "--out", str(out), "--config", str(config), "--lr", "0.002"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (1, 16, 0.002)
+    assert training["balance"] == "none" and training["pos_weight"] == 1.0
+    wrong = runner.invoke(
+        app,
+        ["phase", "train", str(phase_data.dataset), "--annotations", str(phase_data.annotations),
+         "--out", str(out), "--balance", "odd", "--overwrite"],
+    )  # fmt: skip
+    assert wrong.exit_code == 2
+    assert "error: balance must be one of pos_weight, sampler, none, got 'odd'" in wrong.output
+
+
+def test_the_shipped_phase_config_is_the_default():
+    from angiosynth.config import load_config
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "phase.yaml"
+    assert load_config(shipped, PhaseTrainConfig) == PhaseTrainConfig()

@@ -13,12 +13,13 @@ from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from torch import nn
 
-from angiosynth.config import LDMConfig, TrainLoopConfig, load_config
+from angiosynth.config import ClassifierTrainConfig, LDMConfig, TrainLoopConfig, load_config
 from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.models.autoencoder import PatchDiscriminator
 from angiosynth.models.unet import build_unet
 from angiosynth.training.batches import shuffled_positions
 from angiosynth.training.checkpoint import Checkpointer, ResumeError, load_module
+from angiosynth.training.classifier import ClassifierFit
 from angiosynth.training.loop import EpochEnd, TrainLoop, make_accelerator
 from angiosynth.training.losses import (
     hinge_discriminator_loss,
@@ -271,3 +272,48 @@ def test_build_unet_of_the_paper_has_its_parameter_count():
     config = load_config(CONFIGS / "paper.yaml", LDMConfig)
     unet = build_unet(config.unet, 3, config.latent_size, config.text_encoder.width)
     assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 499.6  # SPEC.md
+
+
+# --- classifiers ----------------------------------------------------------------------------
+
+
+class _NoisyFrames(torch.utils.data.Dataset):
+    """24 frames of 8 x 8 with labels; each read adds noise from the global RNG (as the
+    classifiers' augmentation does)."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(5)
+        self.frames = torch.rand(24, 1, 8, 8, generator=generator)
+        self.labels = (self.frames.mean((1, 2, 3)) > 0.5).float()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int):
+        return self.frames[i] + 0.1 * torch.rand(1, 8, 8), self.labels[i]
+
+
+def _classifier_fit() -> ClassifierFit:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 1))
+    config = ClassifierTrainConfig(batch_size=4, epochs=3, device="cpu", mixed_precision="no",
+                                   checkpoint_every=5, log_every=100)  # fmt: skip
+    return ClassifierFit(model, _NoisyFrames(), config, lambda m: {"bias": m[2].bias.item()})
+
+
+def test_classifier_resumes_exactly_at_an_epoch_boundary(tmp_path):
+    straight = _classifier_fit()
+    history = straight.run(tmp_path / "straight")
+    interrupted = _classifier_fit()
+    interrupted.run(tmp_path / "cut", stop_after=8)  # 6 steps per epoch: cut after epoch 2
+    resumed = _classifier_fit()
+    resumed_history = resumed.run(tmp_path / "cut", resume=True)
+
+    assert straight.epochs == 3 and len(history) == 3
+    assert [r["holdout"] for r in resumed_history] == [r["holdout"] for r in history]
+    assert [r["train_loss"] for r in resumed_history] == [r["train_loss"] for r in history]
+    expected = straight.unwrapped().state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in resumed.unwrapped().state_dict().items())
+    # checkpoint_every 5 and stop_after 8 are rounded up to whole epochs (6 and 12 steps)
+    names = [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()]
+    assert sorted(names) == ["checkpoint-0000012", "checkpoint-0000018"]

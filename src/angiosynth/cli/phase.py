@@ -35,8 +35,9 @@ def train_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
     config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
-                                help="YAML of PhaseTrainConfig settings (the options below "
-                                "override it)."),
+                                help="YAML of PhaseTrainConfig settings (configs/phase.yaml); "
+                                "options given with another value than their default override "
+                                "it."),
     epochs: int = typer.Option(None, "--epochs", min=1,
                                help="Training epochs [default: enough for --steps]."),
     steps: int = typer.Option(_DEFAULTS.min_steps, "--steps", min=1,
@@ -124,7 +125,8 @@ def _phase_config(path: Path | None, options: dict) -> PhaseTrainConfig:
         return PhaseTrainConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+        where = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""
+        fail(where + first["msg"].removeprefix("Value error, "))
 
 
 @app.command("select")

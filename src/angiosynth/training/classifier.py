@@ -5,7 +5,7 @@ AdamW and a one-cycle learning rate (20 % warm-up, cosine decay), from a DataLoa
 augmented (1, 128, 128) frames, on the step loop of `training.loop` (accelerate: devices,
 bf16, processes, accumulation). After every epoch `evaluate(model)` measures the holdout; the
 epoch's record (train loss, holdout, seconds) goes to MODEL/log.jsonl and to `on_epoch`.
-Checkpoints, when `checkpoint_every` is set, fall on epoch boundaries.
+Checkpoints, when `checkpoint_every` is set, fall on epoch boundaries (`ClassifierFit.run`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class ClassifierFit:
         self.model, self.optimizer, self.schedule = self.accelerator.prepare(
             model, optimizer, schedule
         )
+        # prepare() makes the model's forward autocast itself; `step` autocasts explicitly, and
+        # `evaluate` must measure at the precision the classifier will be used at (the view
+        # classifier: fp32), so the model keeps its own forward
+        self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.batches = LoaderBatches(loader, self.generator)
         self.history: list[dict] = []
         self.epoch_started = time.monotonic()
@@ -113,8 +117,16 @@ class ClassifierFit:
         on_epoch: Callable[[dict], None] | None = None,
         desc: str = "train",
         resume: bool = False,
+        stop_after: int | None = None,
     ) -> list[dict]:
-        """Trains all steps (deterministic kernels); returns the epoch records."""
+        """Trains all steps (deterministic kernels), from the latest checkpoint in `out` with
+        `resume`, stopping with a checkpoint after `stop_after` steps, rounded up to whole
+        epochs, when given (as if interrupted); returns the epoch records.
+
+        Checkpoints fall on epoch boundaries: there a resumed run continues exactly whatever
+        the workers and processes (mid-epoch, accelerate's sharded loader has already read,
+        and augmented with the global RNG, one batch ahead of the checkpoint)."""
+        out.mkdir(parents=True, exist_ok=True)
         checkpointer = Checkpointer(
             out / CHECKPOINTS_DIR, self.accelerator, models={"model": self.model},
             optimizers={"adamw": self.optimizer}, schedules={"one_cycle": self.schedule},
@@ -127,7 +139,7 @@ class ClassifierFit:
             settings = self.cfg.model_copy(update={"checkpoint_every": whole})
         loop = TrainLoop(
             self.accelerator, self.step, settings, self.total_steps, log_file=out / LOG_FILE,
-            checkpointer=checkpointer if every is not None else None,
+            checkpointer=checkpointer if every is not None or stop_after else None,
             extra_state=self.state, learning_rate=lambda: self.schedule.get_last_lr()[0],
             steps_per_epoch=self.steps_per_epoch, end_of_epoch=self.end_of_epoch,
             on_log=_epoch_records(on_epoch), progress=progress, desc=desc,
@@ -137,8 +149,10 @@ class ClassifierFit:
             state = loop.restore(checkpointer.latest())
             self.batches.restore(state["batches"])
             self.history, start = state["history"], state["step"]
+        if stop_after is not None:
+            stop_after = math.ceil(stop_after / self.steps_per_epoch) * self.steps_per_epoch
         with deterministic_algorithms():
-            loop.run(start)
+            loop.run(start, stop_after)
         return self.history
 
     def state(self) -> dict:

@@ -247,16 +247,6 @@ def _train_metrics(history: list[dict], summary: LabelSummary, split: dict, seco
     }
 
 
-def _train_metrics(history: list[dict], summary: LabelSummary, split: dict, seconds) -> dict:
-    return {
-        "holdout": history[-1]["holdout"],
-        "train_loss": [h["train_loss"] for h in history],
-        "holdout_per_epoch": [h["holdout"] for h in history],
-        "counts": {"labels": asdict(summary), "train": split["train"], "holdout": split["holdout"]},
-        "seconds": round(seconds, 2),
-    }
-
-
 def load_phase_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Loads a model directory written by `train_phase_classifier` (eval mode on `device`, in
     channels-last memory format).
