@@ -175,3 +175,20 @@ def test_fid_command_prints_fid_and_kid(evaluated, tmp_path):
     assert fid_value and float(fid_value[1]) > 0
     assert re.search(r"KID: \S+ \+- \S+", result.output)
     assert empty.exit_code == 2 and "not a folder" in empty.output
+
+
+def test_cli_trains_the_view_classifier_from_a_yaml_config(evaluated, diffusion_data, tmp_path):
+    base, _ = evaluated
+    config = tmp_path / "view.yaml"
+    config.write_text("min_steps: 3\nbatch_size: 8\nlr: 0.002\n")
+    out = tmp_path / "e"
+    result = runner.invoke(app, [
+        "evaluate", "--real", str(diffusion_data.dataset), "--split", "val", "--max-real", "24",
+        "--max-train", "24", "--bootstrap", "5", "--fake", str(base / "samples"),
+        "--out", str(out), "--view-config", str(config), "--device", "cpu",
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "view-classifier" / "config.json").read_text())["training"]
+    assert (training["min_steps"], training["batch_size"], training["lr"]) == (3, 8, 0.002)
+    assert training["source_size"] == 32 and training["device"] == "cpu"

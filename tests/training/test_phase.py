@@ -345,7 +345,11 @@ def test_select_writes_k_frames_per_series_with_prompts(phase_data: PhaseData, s
     assert table.groupby("series_uid").size().eq(2).all()
     assert table["series_uid"].nunique() == result.series == frames["series_uid"].nunique()
     assert set(scores["frame_id"]) == set(frames["frame_id"])
-    assert table["probability"].between(0, 1).all()
+    # each series keeps its two highest-scored frames, with their scores
+    by_frame = scores.set_index("frame_id")["probability"]
+    assert table["probability"].tolist() == by_frame[table["frame_id"]].tolist()
+    top2 = scores.merge(frames[["frame_id", "series_uid"]]).groupby("series_uid")["probability"]
+    assert sorted(table["probability"]) == sorted(top2.nlargest(2).tolist())
     for row in table.itertuples():
         match = PROMPT.fullmatch(row.prompt)
         assert match, row.prompt

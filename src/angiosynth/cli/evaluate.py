@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from angiosynth.cli._common import fail, one_line_errors, progress_bar
+from angiosynth.cli._common import config_with_overrides, fail, one_line_errors, progress_bar
 from angiosynth.config import ViewTrainConfig
 from angiosynth.evaluation.evaluate import EvaluateOptions
+from angiosynth.runfiles import MODEL_FILE
 
 _DEFAULTS = EvaluateOptions()
 _VIEW = ViewTrainConfig()
@@ -25,6 +26,13 @@ def evaluate_command(
         "--view-model",
         help="A trained view classifier "
         "[default: train one into OUT/view-classifier, or reuse it].",
+    ),
+    view_config: Path = typer.Option(
+        None,
+        "--view-config",
+        dir_okay=False,
+        help="YAML of ViewTrainConfig settings for training the view classifier; "
+        "--view-steps, --seed and --device given override it.",
     ),
     view_steps: int = typer.Option(
         _VIEW.min_steps,
@@ -81,13 +89,12 @@ def evaluate_command(
     )  # fmt: skip
     if view_model is None:
         view_model = out / "view-classifier"
-        if not (view_model / "model.safetensors").exists():
+        if not (view_model / MODEL_FILE).exists():
             size = read_samples(fake)[1].shape[-1]
             typer.echo(f"training the view classifier on {real} ({size} px) -> {view_model}")
-            view = ViewTrainConfig(
-                min_steps=view_steps, source_size=size, seed=seed,
-                device="cpu" if device == "cpu" else "auto",
-            )  # fmt: skip
+            overrides = {"min_steps": view_steps, "source_size": size, "seed": seed,
+                         "device": "cpu" if device == "cpu" else "auto"}  # fmt: skip
+            view = config_with_overrides(ViewTrainConfig, view_config, overrides)
             train_view_classifier(real, view_model, view, progress=progress_bar)
     result = evaluate(real, fake, out, view_model, options, progress=progress_bar)
     _print_summary(result)

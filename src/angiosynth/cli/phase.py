@@ -6,10 +6,15 @@ import inspect
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 
-from angiosynth.cli._common import echo_above_bar, fail, one_line_errors, progress_bar
-from angiosynth.config import PhaseTrainConfig, load_config
+from angiosynth.cli._common import (
+    config_with_overrides,
+    echo_above_bar,
+    fail,
+    one_line_errors,
+    progress_bar,
+)
+from angiosynth.config import PhaseTrainConfig
 from angiosynth.curation.arterial import DEFAULT_MARGIN, SelectOptions, select_arterial
 from angiosynth.training.phase import PhaseScorer, train_phase_classifier
 
@@ -86,7 +91,7 @@ def train_command(
         device=device, mixed_precision=precision, balance=balance,
         positive_window_s=positive_window, negative_gap_s=negative_gap,
     )  # fmt: skip
-    options = _phase_config(config, settings)
+    options = config_with_overrides(PhaseTrainConfig, config, settings)
     result = train_phase_classifier(
         dataset, annotations, out, options, progress_bar, _print_epoch, overwrite
     )
@@ -113,20 +118,6 @@ def train_command(
             f"negatives {calibrated['negative_gap_median']:.2f}; {calibrated['series']} series)"
         )
     typer.echo(f"model: {out} ({result.seconds:.0f} s)")
-
-
-def _phase_config(path: Path | None, options: dict) -> PhaseTrainConfig:
-    """PhaseTrainConfig of the YAML file (or the defaults) with the options that differ from
-    the defaults applied on top; a wrong value is a one-line error naming the option."""
-    base = PhaseTrainConfig() if path is None else load_config(path, PhaseTrainConfig)
-    given = {k: v for k, v in options.items() if v != getattr(_DEFAULTS, k)}
-    data = {**base.model_dump(), **given}
-    try:
-        return PhaseTrainConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""
-        fail(where + first["msg"].removeprefix("Value error, "))
 
 
 @app.command("select")

@@ -29,8 +29,14 @@ from angiosynth.errors import InputNotFoundError
 from angiosynth.models.denoiser import Denoiser
 from angiosynth.models.text_encoder import PromptTokenizer, load_text_encoder
 from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import CONFIG_FILE, MODEL_CONFIG_FILE
 
-RUN_FILES = ("config.yaml", "unet/config.json", "text_encoder/text_encoder.json", "vae/config.json")
+RUN_FILES = (
+    CONFIG_FILE,
+    f"unet/{MODEL_CONFIG_FILE}",
+    "text_encoder/text_encoder.json",
+    f"vae/{MODEL_CONFIG_FILE}",
+)
 
 
 class ModelRunError(InputNotFoundError):
@@ -65,7 +71,7 @@ class LatentDiffusion:
             if not (run / name).exists():
                 raise ModelRunError(f"{run}: not a trained model (missing {name})")
         device = torch.device(device)
-        resolved = yaml.safe_load((run / "config.yaml").read_text())
+        resolved = yaml.safe_load((run / CONFIG_FILE).read_text())
         config = LDMConfig.model_validate({k: resolved[k] for k in LDMConfig.model_fields})
         text_encoder, tokenizer = load_text_encoder(run / "text_encoder", device)
         unet = UNet2DConditionModel.from_pretrained(run / "unet").to(device).eval()

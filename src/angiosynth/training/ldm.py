@@ -60,6 +60,7 @@ from angiosynth.progress import Progress
 from angiosynth.runfiles import (
     LOG_FILE,
     METRICS_FILE,
+    MODEL_CONFIG_FILE,
     atomic_path,
     write_json_atomic,
 )
@@ -159,8 +160,10 @@ def train_ldm(
 
 def _load_vae(vae_run: Path) -> AutoencoderKL:
     path = Path(vae_run) / VAE_DIR
-    if not (path / "config.json").exists():
-        raise InputNotFoundError(f"{vae_run}: no autoencoder (missing {VAE_DIR}/config.json)")
+    if not (path / MODEL_CONFIG_FILE).exists():
+        raise InputNotFoundError(
+            f"{vae_run}: no autoencoder (missing {VAE_DIR}/{MODEL_CONFIG_FILE})"
+        )
     vae = AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
     if vae.config.scaling_factor == 1.0:
         raise InputNotFoundError(f"{vae_run}: the autoencoder has no measured scaling_factor")

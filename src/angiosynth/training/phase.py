@@ -59,7 +59,13 @@ from angiosynth.models.classifiers import (
     save_classifier,
 )
 from angiosynth.progress import Progress
-from angiosynth.runfiles import METRICS_FILE, MODEL_FILE, write_json_atomic, write_table_atomic
+from angiosynth.runfiles import (
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    write_json_atomic,
+    write_table_atomic,
+)
 from angiosynth.runtime import resolve_device, resolve_precision
 from angiosynth.training.classifier import ClassifierFit, predict_probabilities
 
@@ -108,7 +114,7 @@ def train_phase_classifier(
     used, summary, split = _labelled_frames(dataset, Path(annotations), config, rule)
     holdout = used["role"].to_numpy() == "holdout"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "log.jsonl").unlink(missing_ok=True)
+    (out / LOG_FILE).unlink(missing_ok=True)
     start = time.monotonic()
     torch.manual_seed(config.seed)
     fit = _fit(phase_classifier(), dataset, used, holdout, config)

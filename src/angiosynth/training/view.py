@@ -36,6 +36,7 @@ from angiosynth.models.classifiers import (
     view_targets,
 )
 from angiosynth.progress import Progress
+from angiosynth.runfiles import LOG_FILE
 from angiosynth.training.classifier import ClassifierFit
 
 
@@ -76,7 +77,7 @@ def train_view_classifier(
         raise DatasetError(f"{dataset.root}: fewer than 2 arterial training frames")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "log.jsonl").unlink(missing_ok=True)
+    (out / LOG_FILE).unlink(missing_ok=True)
     start = time.monotonic()
 
     def evaluate(model) -> dict | None:
