@@ -30,6 +30,7 @@ import pandas as pd
 from angiosynth import __version__
 from angiosynth.conditions import VIEWS, canonical_view
 from angiosynth.config import PhantomConfig
+from angiosynth.dicom.writing import deterministic_uid
 from angiosynth.errors import OptionError, OutputExistsError
 from angiosynth.phantom.dicom_writer import XASeriesInfo, write_xa_series
 from angiosynth.phantom.protocol import CIRCULATION_OF
@@ -122,12 +123,8 @@ _UID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8e-9a4c-2f7d1e0b8c31")
 
 
 def _uid(seed: int, *parts: object) -> str:
-    """A deterministic UID under the UUID-derived 2.25 root (PS3.5 B.2) from seed and parts.
-
-    The parts are joined with a separator, so (1, 23) and (12, 3) give different UIDs.
-    """
-    name = "|".join(["angiosynth-phantom", str(seed), *map(str, parts)])
-    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
+    """The phantom's deterministic UID of (seed, parts) (`dicom.writing.deterministic_uid`)."""
+    return deterministic_uid(_UID_NAMESPACE, "angiosynth-phantom", seed, *parts)
 
 
 def write_patient(
