@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from study_testkit import BuiltStudy, build_study, copy_study, person, screen
 from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
+from angiosynth.readerstudy.app import COOKIE_NAME, create_app
 from angiosynth.readerstudy.export import RATING_COLUMNS, SCREENING_COLUMNS, export_study
 from angiosynth.readerstudy.simulate import simulate_study
 from angiosynth.readerstudy.storage import SCORES, SEGMENTS, ImageRow
@@ -216,3 +221,46 @@ def test_a_paper_sized_simulation_looks_like_the_paper(tmp_path) -> None:
     assert means["proximal"] > means["medium"] > means["peripheral"]
     peripheral = ratings[ratings["segment"] == "peripheral"]["score"]
     assert 0.05 < peripheral.isin(["NP", "NA"]).mean() < 0.2
+
+
+#: Rater names and conditions a spreadsheet would run as formulas, and one plain name.
+_FORMULA_RATERS = ('=HYPERLINK("http://evil.example","x")', "+1+1", "-2", "@SUM(A1)", "plain")
+_FORMULA_CONDITIONS = ("=1+1", "-1", "\t=cmd", "\r@x")
+
+
+def test_export_neutralises_cells_a_spreadsheet_would_run(tmp_path) -> None:
+    study = build_study(tmp_path, n=4, raters=_FORMULA_RATERS)
+    store = study.store()
+    with store.session() as session:
+        for row, condition in zip(session.scalars(select(ImageRow).order_by(ImageRow.id)),
+                                  _FORMULA_CONDITIONS, strict=True):  # fmt: skip
+            row.condition = condition
+    screen(study)
+    for name in _FORMULA_RATERS:
+        rater = person(store, name)
+        store.rate(rater, store.queue(rater)[0], {"proximal": 5, "medium": "NA"}, external=True)
+    web_app = create_app(study.root)
+    admin = TestClient(web_app, cookies={COOKIE_NAME: study.tokens["admin"]})
+    downloads = {
+        name: admin.get(f"/admin/{name}").text for name in ("ratings.csv", "screening.csv")
+    }
+    web_app.state.study.store.dispose()
+    ratings_file, screening_file = export_study(store, tmp_path / "out" / "ratings.csv")
+    store.dispose()
+
+    files = {path.name: path.read_bytes().decode() for path in (ratings_file, screening_file)}
+    assert downloads == files  # the admin's downloads are the export files
+    for text in files.values():  # a line break inside a cell is quoted, or it would start a row
+        assert '"\'\r@x"' in text and '"\'\t=cmd"' in text
+    ratings = list(csv.DictReader(io.StringIO(files["ratings.csv"])))
+    screening = list(csv.DictReader(io.StringIO(files["screening.csv"])))
+    assert len(ratings) == 2 * len(_FORMULA_RATERS) and len(screening) == 4
+    assert {row["rater"] for row in ratings} == {"'" + n for n in _FORMULA_RATERS[:4]} | {"plain"}
+    expected_conditions = {"'" + c for c in _FORMULA_CONDITIONS}
+    assert {row["condition"] for row in ratings} <= expected_conditions
+    assert {row["condition"] for row in screening} == expected_conditions
+    assert {row["score"] for row in ratings} == {"5", "NA"}  # scores are never text formulas
+    assert {row["external"] for row in ratings} == {"1"}
+    assert {row["keep"] for row in screening} == {"1"}
+    for row in (*ratings, *screening):
+        assert not any(cell[:1] in set("=+-@\t\r") for cell in row.values()), row

@@ -19,6 +19,17 @@ screening.csv, one row per image the screener has decided on, sorted by image_id
 
 Only images the screener keeps enter ratings.csv (a rater's queue is the kept images). Ratings
 collected elsewhere can be analysed too when written with exactly these columns and values.
+
+Spreadsheet formulas are neutralised (OWASP's advice against CSV injection): a text cell that
+starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a single quote in front, so a
+rater named "=HYPERLINK(...)" is written as "'=HYPERLINK(...)" and a spreadsheet shows it as
+text instead of running it. This applies to every text cell of both files (condition, rater),
+even one that reads as a negative number such as "-1": names and conditions are labels, not
+numbers. Scores never start with these characters (they are 1-5, NP or NA), and external and
+keep are written as the integers 0 and 1, so no value that `analyze` reads as a number
+changes. Cells holding a comma, a quote, a tab or a line break (CR or LF) are quoted, so no cell
+can start a row of its own. Both files are written by `to_csv_text`, which the admin page's
+downloads use too.
 """
 
 from __future__ import annotations
@@ -38,11 +49,14 @@ from angiosynth.readerstudy.storage import (
     ScreeningRow,
     StudyStore,
 )
-from angiosynth.runfiles import write_table_atomic
+from angiosynth.runfiles import atomic_path
 
 RATING_COLUMNS = ("image_id", "condition", "rater", "segment", "score", "external")
 SCREENING_COLUMNS = ("image_id", "condition", "keep")
 SCREENING_FILE = "screening.csv"
+#: The first characters of a cell that a spreadsheet would run as a formula (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTED_CHARS = (",", '"', "\t", "\r", "\n")
 
 
 def ratings_table(store: StudyStore) -> pd.DataFrame:
@@ -78,13 +92,34 @@ def screening_table(store: StudyStore) -> pd.DataFrame:
     return table.sort_values("image_id").reset_index(drop=True)
 
 
+def neutralise_formula(cell: object) -> object:
+    """A text cell with a single quote in front when it starts like a spreadsheet formula
+    (`=`, `+`, `-`, `@`, tab, carriage return); any other value unchanged."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def _csv_cell(cell: object) -> str:
+    text = str(neutralise_formula(cell))
+    if any(char in text for char in _QUOTED_CHARS):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def to_csv_text(table: pd.DataFrame) -> str:
-    """A table as the CSV text of the export files (no index, '\\n' line ends)."""
-    return table.to_csv(index=False, lineterminator="\n")
+    """A table as the CSV text of the export files: a header row, no index, '\\n' line ends,
+    formulas neutralised and cells with separators or line breaks quoted (module docstring).
+
+    Python's csv writer would leave a lone carriage return unquoted when lines end in '\\n',
+    and spreadsheets break the row there, hence this small writer of its own.
+    """
+    rows = [table.columns, *table.itertuples(index=False, name=None)]
+    return "".join(",".join(_csv_cell(cell) for cell in row) + "\n" for row in rows)
 
 
 def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
-    """Writes ratings.csv at `out` and screening.csv beside it.
+    """Writes ratings.csv at `out` and screening.csv beside it (`to_csv_text`, atomically).
 
     Returns:
         The paths of the ratings and screening files.
@@ -97,6 +132,7 @@ def export_study(store: StudyStore, out: Path) -> tuple[Path, Path]:
     screening = out.with_name(SCREENING_FILE)
     if screening == out:
         raise OptionError(f"--out must not be named {SCREENING_FILE}: that is the screening file")
-    write_table_atomic(ratings_table(store), out)
-    write_table_atomic(screening_table(store), screening)
+    for path, table in ((out, ratings_table(store)), (screening, screening_table(store))):
+        with atomic_path(path) as tmp:  # UTF-8 bytes, the same as the admin's downloads
+            tmp.write_bytes(to_csv_text(table).encode("utf-8"))
     return out, screening
