@@ -14,6 +14,7 @@ from study_testkit import SECRET_TEXT, build_study, person, vessel_image, write_
 from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
+from angiosynth.errors import OptionError
 from angiosynth.readerstudy.storage import ImageRow, StudyStore, hash_token
 from angiosynth.readerstudy.study import create_study
 
@@ -237,6 +238,25 @@ def test_rater_names_are_checked(tmp_path) -> None:
 
     assert "named twice" in _one_line_error(_cli(*base, "--raters", "a,b", "--raters", "a"))
     assert "at least one rater" in _one_line_error(_cli(*base, "--raters", " , "))
+
+
+@pytest.mark.parametrize(("option", "name"), [
+    ("--screener", "sam\nrow2"), ("--screener", "x\u2028y"), ("--raters", "an\tn"),
+    ("--raters", "bob\x1b[31m"), ("--raters", "cid\x00"), ("--raters", "da\x85n"),
+])  # fmt: skip
+def test_names_with_control_characters_are_refused(tmp_path, option, name) -> None:
+    write_samples(tmp_path / "samples", n=2)
+    names = {"--screener": "s", "--raters": "r", option: name}
+    args = [arg for pair in names.items() for arg in pair]
+
+    result = _cli("create", str(tmp_path / "samples"), *args, "--out", str(tmp_path / "study"))
+
+    line = _one_line_error(result)
+    assert line.startswith(f"error: {option}: ") and "control character" in line, line
+    assert repr(name) in line
+    assert not (tmp_path / "study").exists()
+    with pytest.raises(OptionError, match="control character"):
+        create_study(tmp_path / "samples", tmp_path / "study", screener="s", raters=["r", name])
 
 
 def test_help_documents_the_commands(tmp_path) -> None:

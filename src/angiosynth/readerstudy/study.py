@@ -21,6 +21,7 @@ drawn from the seed; a rater's queue is that order filtered to the images the sc
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,8 @@ STUDY_FILE = "study.json"
 ADMIN_NAME = "admin"
 MAX_NAME_LENGTH = 64
 REQUIRED_COLUMNS = ("file", "condition")
+#: Unicode categories refused in names: control characters and line/paragraph separators.
+_CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 _OPTIONAL_COLUMNS = {"prompt": "prompt", "seed": "seed", "batch": "batch", "index": "sample_index"}
 
 
@@ -141,12 +144,21 @@ def write_plain_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
 
 
+def _control_character(name: str) -> str | None:
+    """The first control character of a name (C0, DEL, C1, line or paragraph separator)."""
+    return next((c for c in name if unicodedata.category(c) in _CONTROL_CATEGORIES), None)
+
+
 def _check_names(screener: str, raters: list[str]) -> None:
-    for name in (screener, *raters):
+    for option, name in (("--screener", screener), *(("--raters", r) for r in raters)):
         if not name.strip() or len(name) > MAX_NAME_LENGTH:
             raise OptionError(
                 f"--screener, --raters: names must be 1-{MAX_NAME_LENGTH} characters, got {name!r}"
             )
+        control = _control_character(name)
+        if control is not None:
+            raise OptionError(f"{option}: names must not hold control characters (line breaks, "
+                              f"tabs, escapes), got {name!r} with {control!r}")  # fmt: skip
     if not raters:
         raise OptionError("--raters: give at least one rater")
     repeated = sorted({r for r in raters if raters.count(r) > 1})
@@ -185,7 +197,8 @@ def create_study(
 
     Raises:
         OutputExistsError: when `study_dir` is not empty or the `db_url` database holds a study.
-        OptionError: for bad names.
+        OptionError: for bad names (blank, longer than 64 characters, a rater named twice, or
+            holding a control character such as a line break or tab).
         InputNotFoundError, StudyError: for bad metadata or images, or an unreadable database.
     """
     study_dir = Path(study_dir)
