@@ -1,4 +1,5 @@
-"""`angiosynth reader-study`: create, serve, export and simulate a blinded expert reader study."""
+"""`angiosynth reader-study`: create, serve, export, simulate and analyse a blinded expert reader
+study, and list, revoke or reissue its personal links."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import typer
 
 from angiosynth.cli._common import one_line_errors, progress_bar
+from angiosynth.errors import OptionError
 
 app = typer.Typer(
     help="Expert reader study (paper §2.4): a screener keeps or discards each synthetic image, "
@@ -19,6 +21,9 @@ app = typer.Typer(
 
 _DB_HELP = ("SQLAlchemy URL of the database (sqlite:///... or postgresql://...) "
             "[default: STUDY/study.db, SQLite in WAL mode].")  # fmt: skip
+_BASE_URL_HELP = "Address the server will be reached at, for the links."
+_EXPIRES_WHEN = ("after this many days, or at this ISO date (00:00 UTC) or date and time (UTC "
+                 "unless an offset is given) [default: never].")  # fmt: skip
 
 
 def _rater_names(values: list[str]) -> list[str]:
@@ -41,8 +46,9 @@ def create_command(
                                   help="CSV or Parquet table with file (relative to SAMPLES) "
                                   "and condition columns [default: SAMPLES/samples.parquet]."),
     seed: int = typer.Option(0, "--seed", help="Seed of each person's random image order."),
-    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url",
-                                 help="Address the server will be reached at, for the links."),
+    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help=_BASE_URL_HELP),
+    expires: str = typer.Option(None, "--expires", metavar="DAYS|DATE",
+                                help="The links stop working " + _EXPIRES_WHEN),
     db: str = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:  # fmt: skip
     """Create a study: import the images, draw each person's order, print personal links.
@@ -51,15 +57,19 @@ def create_command(
     random ids; conditions, prompts and file names stay in the database, never shown to
     raters. One token per person (screener, each rater, admin) from `secrets.token_urlsafe`;
     only SHA-256 hashes are stored, so the links are printed **once**: send each person their
-    own. A non-empty OUT is refused.
+    own (a lost link is replaced with `links --reissue`). Names must not hold control
+    characters (line breaks, tabs). A non-empty OUT is refused.
     """
-    from angiosynth.readerstudy.study import create_study
+    from angiosynth.readerstudy.study import create_study, describe_time, parse_expiry
 
     names = _rater_names(raters)
+    expires_at = None if expires is None else parse_expiry(expires)
     created = create_study(samples, out, screener=screener, raters=names, metadata=metadata,
-                           seed=seed, db_url=db, progress=progress_bar)  # fmt: skip
+                           seed=seed, db_url=db, expires_at=expires_at,
+                           progress=progress_bar)  # fmt: skip
     typer.echo(f"study: {created.study_dir} ({created.images} images, {len(names)} raters)")
-    typer.echo("personal links (shown once; only their hashes are stored):")
+    until = "" if expires_at is None else f"; they expire {describe_time(expires_at)}"
+    typer.echo(f"personal links (shown once; only their hashes are stored{until}):")
     for invitation in created.invitations:
         typer.echo(f"  {invitation.role:8s} {invitation.name}: {invitation.link(base_url)}")
 
@@ -101,6 +111,80 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@app.command("links")
+@one_line_errors
+def links_command(
+    study: Path = typer.Argument(..., file_okay=False, help="Study folder (`create`)."),
+    reissue: str = typer.Option(None, "--reissue", metavar="NAME",
+                                help="Print a new personal link for NAME; the old link stops "
+                                "working at once, also in a running server."),
+    revoke: str = typer.Option(None, "--revoke", metavar="NAME",
+                               help="Disable NAME's link at once, also in a running server."),
+    role: str = typer.Option(None, "--role", metavar="ROLE",
+                             help="screener, rater or admin: which NAME is meant, when two people "
+                             "share it (the screener and a rater)."),
+    expires: str = typer.Option(None, "--expires", metavar="DAYS|DATE",
+                                help="With --reissue: the new link stops working "
+                                + _EXPIRES_WHEN),
+    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help=_BASE_URL_HELP),
+    db: str = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:  # fmt: skip
+    """List everyone's personal link and its state, or revoke or reissue one person's link.
+
+    Without options, prints each person's role, name and whether their link is active
+    (issued when, expiring when), revoked or expired; the links themselves cannot be shown
+    again (only their hashes are stored). **--revoke NAME** disables the link at once: the
+    next request with it, even in a server that is already running, is refused.
+    **--reissue NAME** prints a new link, **once**, and the old one stops working at once; it
+    also lifts a revocation. Either way the person stays the same: their queue and answers are
+    kept, and a reissued link resumes where they were.
+    """
+    from angiosynth.readerstudy.storage import StudyStore
+    from angiosynth.readerstudy.study import parse_expiry, person_named, reissue_link
+
+    if reissue is not None and revoke is not None:
+        raise OptionError("give --revoke or --reissue, not both")
+    if expires is not None and reissue is None:
+        raise OptionError("--expires goes with --reissue (or with create)")
+    expires_at = None if expires is None else parse_expiry(expires)
+    store = StudyStore.open(study, db)
+    try:
+        if revoke is not None:
+            person = person_named(store, revoke, role, "--revoke")
+            store.revoke(person)
+            typer.echo(f"revoked the link of {person.role} {person.name}: it stops working at "
+                       f"once; their answers are kept (--reissue gives a new link)")  # fmt: skip
+        elif reissue is not None:
+            person = person_named(store, reissue, role, "--reissue")
+            invitation = reissue_link(store, person, expires_at)
+            typer.echo(f"new personal link (shown once; the old link no longer works; answers "
+                       f"are kept; {_expiry(expires_at)}):")  # fmt: skip
+            typer.echo(f"  {person.role:8s} {person.name}: {invitation.link(base_url)}")
+        else:
+            typer.echo(f"personal links of {study}:")
+            for link in store.links():
+                typer.echo(f"  {link.person.role:8s} {link.person.name}: {_link_state(link)}")
+    finally:
+        store.dispose()
+
+
+def _expiry(expires_at) -> str:
+    from angiosynth.readerstudy.study import describe_time
+
+    return "no expiry" if expires_at is None else f"expires {describe_time(expires_at)}"
+
+
+def _link_state(link) -> str:
+    from angiosynth.readerstudy.study import describe_time
+
+    state = link.state()
+    if state == "revoked":
+        return f"revoked {describe_time(link.revoked_at)} (answers kept; --reissue for a new link)"
+    if state == "expired":
+        return f"expired {describe_time(link.expires_at)} (--reissue for a new link)"
+    return f"active, issued {describe_time(link.issued_at)}, {_expiry(link.expires_at)}"
 
 
 @app.command("export")

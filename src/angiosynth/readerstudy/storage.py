@@ -4,7 +4,10 @@ A study lives in one database: SQLite in WAL mode at `STUDY/study.db` by default
 30 s, foreign keys on), or any PostgreSQL URL. Tables:
 
     persons         id, name, role (screener / rater / admin), token_hash (SHA-256 hex of the
-                    person's token; the token itself is never stored)
+                    person's token; the token itself is never stored), issued_at (when the
+                    current link was issued; empty for links of studies made before links
+                    could be reissued: the person's created_at), expires_at (empty: never),
+                    revoked_at (empty: not revoked)
     images          id, public_id (opaque random hex id, also the file name STUDY/images/<id>.png),
                     condition, source_file, prompt, seed, batch, sample_index, width, height
     queue_entries   person_id, image_id, position: each person's seeded random order
@@ -19,12 +22,15 @@ before the call returns, and an edit updates its row (an upsert on the unique ke
 adding one. With SQLite, the writes of one process take turns on a lock and other processes wait
 through the busy timeout. A rater's queue is their seeded order filtered to the images the
 screener has kept so far; the screener's queue is every image in the screener's seeded order.
+
+Opening a study (`StudyStore.open`) adds the columns that later versions added to its tables
+(persons' issued_at, expires_at and revoked_at) when they are missing, so a study made by an
+earlier version opens and keeps its links and answers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -46,6 +52,8 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -113,6 +121,14 @@ class PersonRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=_now)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+#: Columns added to tables after the first version, by table: `StudyStore.open` adds them to
+#: the database of an older study (all nullable, so existing rows stay valid).
+ADDED_COLUMNS = {"persons": ("issued_at", "expires_at", "revoked_at")}
 
 
 class ImageRow(Base):
@@ -187,6 +203,37 @@ class Person:
     id: int
     name: str
     role: str
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC times)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Link:
+    """The state of a person's personal link (the token itself is never stored)."""
+
+    person: Person
+    issued_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime | None = None) -> str:
+        """The link's state at `now` (default: the current time): revoked, expired or active."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or _now()):
+            return "expired"
+        return "active"
+
+
+def _link(row: PersonRow) -> Link:
+    person = Person(row.id, row.name, row.role)
+    issued = _utc(row.issued_at) or _utc(row.created_at) or _now()
+    return Link(person, issued, _utc(row.expires_at), _utc(row.revoked_at))
 
 
 @dataclass(frozen=True)
@@ -271,7 +318,6 @@ class StudyStore:
         self._write_lock: AbstractContextManager = (
             threading.Lock() if sqlite_file else nullcontext()
         )
-        self._hashes: list[tuple[str, Person]] | None = None
 
     @classmethod
     def open(cls, study_dir: Path, db_url: str | None = None) -> StudyStore:
@@ -292,11 +338,46 @@ class StudyStore:
         if not store.holds_study(where):
             store.dispose()
             raise InputNotFoundError(f"{where}: the database holds no study")
+        try:
+            store.add_missing_columns(where)
+        except BaseException:
+            store.dispose()
+            raise
         return store
 
     def create_schema(self) -> None:
         """Creates the tables that do not exist yet."""
         Base.metadata.create_all(self.engine)
+
+    def add_missing_columns(self, where: object) -> None:
+        """Adds the `ADDED_COLUMNS` an older study's tables lack (ALTER TABLE ... ADD COLUMN,
+        one transaction each); does nothing when they are there.
+
+        Another process opening the same old study at the same moment may add a column first;
+        that is detected by looking again, and is no error.
+
+        Raises:
+            StudyError: naming `where`, when a column cannot be added (a read-only database).
+        """
+        for table_name, names in ADDED_COLUMNS.items():
+            table = Base.metadata.tables[table_name]
+            for name in names:
+                if name in self._column_names(table_name):
+                    continue
+                kind = table.c[name].type.compile(dialect=self.engine.dialect)
+                statement = text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
+                try:
+                    with self.engine.begin() as connection:
+                        connection.execute(statement)
+                except SQLAlchemyError as err:
+                    if name in self._column_names(table_name):
+                        continue
+                    reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+                    raise StudyError(f"{where}: cannot add column {table_name}.{name} to this "
+                                     f"older study ({reason})") from err  # fmt: skip
+
+    def _column_names(self, table_name: str) -> set[str]:
+        return {column["name"] for column in inspect(self.engine).get_columns(table_name)}
 
     def dispose(self) -> None:
         """Closes all pooled connections (SQLite then folds its WAL file back)."""
@@ -327,22 +408,51 @@ class StudyStore:
         """Everyone in the study, in creation order; empty when the tables are missing."""
         if not inspect(self.engine).has_table(PersonRow.__tablename__):
             return []
+        columns = (PersonRow.id, PersonRow.name, PersonRow.role)  # those of every version
         with self.session() as session:
-            rows = session.scalars(select(PersonRow).order_by(PersonRow.id))
-            return [Person(r.id, r.name, r.role) for r in rows]
+            rows = session.execute(select(*columns).order_by(PersonRow.id))
+            return [Person(*row) for row in rows]
 
     def authenticate(self, token: str) -> Person | None:
-        """The person whose token hashes to the stored hash (constant-time comparison)."""
-        if self._hashes is None:
-            with self.session() as session:
-                rows = session.scalars(select(PersonRow).order_by(PersonRow.id))
-                self._hashes = [(r.token_hash, Person(r.id, r.name, r.role)) for r in rows]
-        digest = hash_token(token)
-        found = None
-        for stored, person in self._hashes:
-            if hmac.compare_digest(stored, digest):
-                found = person
-        return found
+        """The person whose personal link holds `token`, unless it is revoked or expired.
+
+        Nothing is cached: every call looks the person up by the SHA-256 hash of the token (an
+        equality match on the unique, indexed token_hash column), so a link revoked or
+        reissued, by this process or by `reader-study links` in another, stops working with
+        the very next request. The lookup compares hashes in the database's own time, not in
+        constant time, and that is safe: what timing could reveal is how much of a stored
+        *hash* matches the hash of a guess, and knowing a stored hash does not help to find a
+        token that hashes to it (a SHA-256 preimage of 256 random bits); a guess cannot steer
+        its hash either.
+        """
+        if not isinstance(token, str):
+            return None
+        with self.session() as session:
+            row = session.scalar(select(PersonRow).where(PersonRow.token_hash == hash_token(token)))
+            if row is None or _link(row).state() != "active":
+                return None
+            return Person(row.id, row.name, row.role)
+
+    def links(self) -> list[Link]:
+        """Everyone's link state, in creation order."""
+        with self.session() as session:
+            return [_link(r) for r in session.scalars(select(PersonRow).order_by(PersonRow.id))]
+
+    def revoke(self, person: Person) -> None:
+        """Disables a person's link at once (their answers stay); a revoked link stays revoked
+        (at its first revocation time) until it is reissued."""
+        revoked_at = func.coalesce(PersonRow.revoked_at, _now())
+        with self._write_lock, self.session() as session:
+            session.execute(_person_update(person).values(revoked_at=revoked_at))
+
+    def replace_token(self, person: Person, token_hash: str, expires_at: datetime | None) -> None:
+        """Gives a person a new link (by its token's hash): the old token stops working at once,
+        the revocation is lifted, the expiry set (None: never); the person and their answers
+        stay the same."""
+        values = {"token_hash": token_hash, "issued_at": _now(), "expires_at": _utc(expires_at),
+                  "revoked_at": None}  # fmt: skip
+        with self._write_lock, self.session() as session:
+            session.execute(_person_update(person).values(**values))
 
     def queue(self, person: Person) -> list[str]:
         """The public ids of a person's images, in their order (see the module docstring)."""
@@ -470,6 +580,10 @@ class StudyStore:
             index_elements=list(keys), set_={**values, "updated_at": now}
         )
         session.execute(statement)
+
+
+def _person_update(person: Person):
+    return update(PersonRow).where(PersonRow.id == person.id)
 
 
 def _clean_scores(scores: Mapping[str, object]) -> dict[str, str]:

@@ -16,6 +16,10 @@ Each person (the screener, every rater and an admin) gets a token from
 `secrets.token_urlsafe(32)`; only its SHA-256 hash is stored and the token is returned once,
 inside a personal link. The screener and each rater get their own random order of all images,
 drawn from the seed; a rater's queue is that order filtered to the images the screener keeps.
+
+Links may expire (`parse_expiry`: a number of days or an ISO date), and a person's link can be
+revoked or reissued later (`person_named`, `reissue_link`, `StudyStore.revoke`): the old token
+stops working at once, and the person, their queue and their answers stay the same.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,9 @@ from angiosynth.progress import Progress, tracked
 from angiosynth.readerstudy.storage import (
     DB_FILE,
     IMAGES_DIR,
+    ROLES,
     ImageRow,
+    Person,
     PersonRow,
     QueueEntryRow,
     StudyError,
@@ -166,6 +172,71 @@ def _check_names(screener: str, raters: list[str]) -> None:
         raise OptionError(f"--raters: rater {repeated[0]!r} is named twice")
 
 
+def parse_expiry(text: str, now: datetime | None = None) -> datetime:
+    """The end of a link's validity from an `--expires` value: a whole number of days from
+    `now` (default: the current time), an ISO date (the link stops at 00:00 UTC of that day)
+    or an ISO date and time (UTC unless it names an offset).
+
+    Raises:
+        OptionError: naming --expires, for anything else or a moment that is not in the future.
+    """
+    now = now or datetime.now(UTC)
+    value = text.strip()
+    if value.isdigit() and value.isascii():
+        if int(value) < 1:
+            raise OptionError(f"--expires: give 1 or more days, got {text!r}")
+        return now + timedelta(days=int(value))
+    try:
+        day = date.fromisoformat(value)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            message = "give a number of days or an ISO date (2030-06-30 or 2030-06-30T18:00)"
+            raise OptionError(f"--expires: {message}, got {text!r}") from None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment <= now:
+        raise OptionError(f"--expires: {text} is in the past")
+    return moment
+
+
+def describe_time(moment: datetime) -> str:
+    """A time as the CLI prints it: 2030-06-30 18:00 UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def person_named(store: StudyStore, name: str, role: str | None, option: str) -> Person:
+    """The one person of that name (and role, when given); errors name `option`.
+
+    Raises:
+        OptionError: for an unknown role, no such person, or a name that the screener and a
+            rater (or the admin) share while no role is given.
+    """
+    if role is not None and role not in ROLES:
+        raise OptionError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
+    found = [p for p in store.persons() if p.name == name and role in (None, p.role)]
+    if not found:
+        raise OptionError(f"{option}: no {role or 'person'} named {name!r}")
+    if len(found) > 1:
+        roles = " or ".join(f"--role {p.role}" for p in found)
+        raise OptionError(f"{option}: {name!r} is the name of {len(found)} people; add {roles}")
+    return found[0]
+
+
+def reissue_link(store: StudyStore, person: Person, expires_at: datetime | None) -> Invitation:
+    """A new token for `person` (shown once); the old one stops working at once, also in a
+    running server, and a revocation is lifted. `expires_at` None: the new link never expires.
+    """
+    invitation = Invitation(person.name, person.role, _new_token())
+    store.replace_token(person, hash_token(invitation.token), expires_at)
+    return invitation
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 def _check_target(study_dir: Path, db_url: str | None) -> None:
     if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
         raise OutputExistsError(f"{study_dir}: exists and is not empty; choose a new folder")
@@ -187,13 +258,14 @@ def create_study(
     metadata: Path | None = None,
     seed: int = 0,
     db_url: str | None = None,
+    expires_at: datetime | None = None,
     progress: Progress | None = None,
 ) -> CreatedStudy:
     """Imports the images and writes a new study folder (and database).
 
     The folder is built under a temporary name beside `study_dir` and renamed into place at the
     end (`runfiles.atomic_directory`), so a failure leaves nothing behind; the database rows are
-    written in one transaction.
+    written in one transaction. `expires_at` (None: never) ends the validity of every link.
 
     Raises:
         OutputExistsError: when `study_dir` is not empty or the `db_url` database holds a study.
@@ -212,7 +284,7 @@ def create_study(
         store = StudyStore(db_url or default_url(building))
         try:
             store.create_schema()
-            _write_rows(store, images, invitations, seed)
+            _write_rows(store, images, invitations, seed, expires_at)
         finally:
             store.dispose()
         _write_summary(building, table, invitations, seed, db_url)
@@ -253,17 +325,22 @@ def _optional(value: object) -> object:
 
 def _invitations(screener: str, raters: list[str]) -> list[Invitation]:
     people = [(screener, "screener"), *((r, "rater") for r in raters), (ADMIN_NAME, "admin")]
-    return [Invitation(name, role, secrets.token_urlsafe(32)) for name, role in people]
+    return [Invitation(name, role, _new_token()) for name, role in people]
 
 
 def _write_rows(
-    store: StudyStore, images: list[ImageRow], invitations: list[Invitation], seed: int
+    store: StudyStore,
+    images: list[ImageRow],
+    invitations: list[Invitation],
+    seed: int,
+    expires_at: datetime | None,
 ) -> None:
     rng = np.random.default_rng(seed)
+    expires_at = None if expires_at is None else expires_at.astimezone(UTC)
     with store.session() as session:
         session.add_all(images)
-        persons = [PersonRow(name=i.name, role=i.role, token_hash=hash_token(i.token))
-                   for i in invitations]  # fmt: skip
+        persons = [PersonRow(name=i.name, role=i.role, token_hash=hash_token(i.token),
+                             expires_at=expires_at) for i in invitations]  # fmt: skip
         session.add_all(persons)
         session.flush()
         for person in persons:
