@@ -421,9 +421,9 @@ class StudyStore:
         reissued, by this process or by `reader-study links` in another, stops working with
         the very next request. The lookup compares hashes in the database's own time, not in
         constant time, and that is safe: what timing could reveal is how much of a stored
-        *hash* matches the hash of a guess, and knowing a stored hash does not help to find a
-        token that hashes to it (a SHA-256 preimage of 256 random bits); a guess cannot steer
-        its hash either.
+        *hash* matches the hash of a guess (an attacker can pick guesses by their hashes, so at
+        best they learn a stored hash), and knowing a stored hash does not help to find a token
+        that hashes to it, a SHA-256 preimage of 256 random bits.
         """
         if not isinstance(token, str):
             return None
