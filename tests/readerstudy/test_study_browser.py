@@ -225,3 +225,23 @@ def test_a_second_rater_sees_nothing_of_the_first(tmp_path, open_link) -> None:
         assert condition not in html
     for row in study.samples.itertuples():
         assert row.file not in html and row.prompt not in html
+
+
+def test_someone_elses_link_asks_before_switching(tmp_path, open_link) -> None:
+    study = build_study(tmp_path, n=4)
+    screen(study)
+    with live_server(study.root) as base_url:
+        page = open_link(base_url, study.tokens["ann"])
+        expect_position(page, 1, "Image 1 of 4 · 0 rated")
+        page.goto(f"{base_url}/s/{study.tokens['bob']}")
+        assert "ann" in page.inner_text("#signed-in")
+        assert "bob" in page.inner_text("#link-owner")
+        page.click("#stay")
+        expect_position(page, 1, "Image 1 of 4 · 0 rated")
+        assert page.inner_text(".who").startswith("ann")
+
+        page.goto(f"{base_url}/s/{study.tokens['bob']}")
+        page.click("#switch")
+        page.wait_for_url(f"{base_url}/rate")
+        expect_position(page, 1, "Image 1 of 4 · 0 rated")
+        assert page.inner_text(".who").startswith("bob")

@@ -82,26 +82,38 @@ def serve_command(
                              help="Address to bind; anything but loopback exposes the study to "
                              "the network."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
+    public_url: str = typer.Option(None, "--public-url",
+                                   help="Address the browsers open when a reverse proxy is in "
+                                   "front (https://study.example.org): answers must come from "
+                                   "it, only its host is answered, cookies are Secure on "
+                                   "https."),
     db: str = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:  # fmt: skip
     """Serve the study's web app (screening, rating, admin pages) with uvicorn.
 
     Each person opens their personal link, which stores their token in a cookie (one person
-    per browser profile: the last link opened wins). Every answer is committed when given, so
-    stopping the server loses nothing already answered. Raters see the images the screener
-    has kept so far, each in their own seeded order; keyboard shortcuts are listed on the
-    pages.
+    per browser profile: opening someone else's link shows who is signed in and asks before
+    switching). Every answer is committed when given, so stopping the server loses nothing
+    already answered. Raters see the images the screener has kept so far, each in their own
+    seeded order; keyboard shortcuts are listed on the pages.
+
+    Behind a reverse proxy (HTTPS), pass the address the browsers open as --public-url.
+    Request bodies over 16 KiB get 413, and a connection that has not sent a whole request
+    10 s after it opened (or after its previous answer) is closed.
     """
     import uvicorn
 
-    from angiosynth.readerstudy.app import create_app, uvicorn_log_config
+    from angiosynth.readerstudy.app import create_app, uvicorn_settings
 
-    web_app = create_app(study, db)
+    web_app = create_app(study, db, public_url=public_url)
     if not _is_loopback(host):
         typer.secho(f"warning: binding to {host}: the study is reachable from the network; "
                     "use HTTPS (a reverse proxy) beyond a trusted network",
                     fg=typer.colors.YELLOW, err=True)  # fmt: skip
-    uvicorn.run(web_app, host=host, port=port, log_level="info", log_config=uvicorn_log_config())
+    if public_url is not None and web_app.state.study.public_origin.startswith("http://"):
+        typer.secho(f"warning: {public_url} is not https: links and answers cross the network "
+                    "unencrypted", fg=typer.colors.YELLOW, err=True)  # fmt: skip
+    uvicorn.run(web_app, host=host, port=port, log_level="info", **uvicorn_settings())
 
 
 def _is_loopback(host: str) -> bool:

@@ -3,7 +3,9 @@
 Routes (every one checks the caller's token and role; errors answer 4xx with {"detail": ...}):
 
     GET  /s/{token}                  personal link: stores the token in an HttpOnly, SameSite=Lax
-                                     cookie and redirects to the person's page
+                                     cookie and redirects to the person's page; when the browser
+                                     is signed in as someone else, a page naming both asks first
+    POST /s/{token}                  that page's button (form field csrf): switches the person
     GET  /                           redirects to the person's page
     GET  /screen                     screener: keep or discard each image
     GET  /rate                       rater: score the three segments of each kept image
@@ -21,29 +23,54 @@ Routes (every one checks the caller's token and role; errors answer 4xx with {"d
 
 Tokens are compared by their SHA-256 hashes with `hmac.compare_digest`. Every POST needs the
 header X-CSRF-Token, HMAC-SHA256(token, "angiosynth csrf") in hex, which the server renders into
-the person's page; a POST with an Origin header other than the server's own, or marked
-Sec-Fetch-Site: cross-site, is refused. Raters see only opaque ids and their own answers, never
-a condition, prompt, file name or anyone else's answers. `uvicorn_log_config` keeps the tokens
-of personal links out of the access log.
+the person's page (the switch form sends it as a field); a POST with an Origin header other than
+the server's own (the public URL's, when given), or marked Sec-Fetch-Site: cross-site, is
+refused. The token, role and CSRF token are checked before a body is read; bodies over
+MAX_BODY_BYTES get 413, JSON bodies are parsed without NaN or Infinity (422 with a one-line
+message), and every answer, a 500 included, carries the security headers. With a public URL,
+only its host (and LOOPBACK_HOSTS) are answered and cookies are Secure when it is https. Raters
+see only opaque ids and their own answers, never a condition, prompt, file name or anyone
+else's answers. `uvicorn_settings` runs uvicorn with TimedH11Protocol (a connection that does
+not send a whole request within REQUEST_TIMEOUT_S is closed) and keeps the tokens of personal
+links out of the access log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
+import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
+import h11
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from angiosynth.errors import OptionError
 from angiosynth.readerstudy.export import ratings_table, screening_table, to_csv_text
 from angiosynth.readerstudy.storage import (
     IMAGES_DIR,
@@ -61,6 +88,18 @@ CSRF_HEADER = "X-CSRF-Token"
 _PACKAGE = Path(__file__).parent
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _HOME = {"screener": "/screen", "rater": "/rate", "admin": "/admin"}
+#: Host names always answered besides the public URL's: a reverse proxy on the same machine
+#: that keeps its default Host header (nginx: $proxy_host), and local use.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+#: The largest request body accepted, in bytes (an answer takes under 200).
+MAX_BODY_BYTES = 16 * 1024
+#: Seconds a connection has to send a whole request (head and body) after it opened or after
+#: the previous answer; it is closed then (uvicorn alone waits for ever).
+REQUEST_TIMEOUT_S = 10.0
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_S = 5
+#: The largest request head (request line and headers), in bytes; a longer one gets 400.
+MAX_HEAD_BYTES = 16 * 1024
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -92,12 +131,14 @@ VIEWER_HELP = "Mouse: wheel zooms, drag pans, right-drag sets window (left-right
 
 @dataclass(frozen=True)
 class StudyApp:
-    """What the routes need: the store, the image folder, templates and assets."""
+    """What the routes need: the store, the image folder, templates, assets and the public
+    origin (scheme://host[:port] the browsers see; None: the request's own)."""
 
     store: StudyStore
     images_dir: Path
     templates: Jinja2Templates
     assets: dict[str, tuple[bytes, str]]
+    public_origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,14 +178,20 @@ def _study(request: Request) -> StudyApp:
     return request.app.state.study
 
 
-def _caller(request: Request) -> Caller:
+def _cookie_caller(request: Request) -> Caller | None:
+    """The person of the request's cookie, if it holds a known token."""
     token = request.cookies.get(COOKIE_NAME)
-    if not token:
+    person = _study(request).store.authenticate(token) if token else None
+    return None if person is None else Caller(person, token)
+
+
+def _caller(request: Request) -> Caller:
+    if not request.cookies.get(COOKIE_NAME):
         raise HTTPException(401, "no token: open your personal link")
-    person = _study(request).store.authenticate(token)
-    if person is None:
+    caller = _cookie_caller(request)
+    if caller is None:
         raise HTTPException(401, "unknown token: open your personal link")
-    return Caller(person, token)
+    return caller
 
 
 def _role(*roles: str):
@@ -156,15 +203,32 @@ def _role(*roles: str):
     return dependency
 
 
-def _same_origin_with_csrf(request: Request, caller: Caller) -> None:
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+def _origin(request: Request) -> str:
+    """The origin the browsers see: the public URL's, else the request's own."""
+    public = _study(request).public_origin
+    return public or f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _same_origin(request: Request) -> None:
+    """Refuses a POST from another origin. "Origin: null" passes only with Sec-Fetch-Site:
+    same-origin: what browsers send for a form of our own pages (Referrer-Policy: no-referrer
+    hides the origin of form posts)."""
+    origin, site = request.headers.get("origin"), request.headers.get("sec-fetch-site")
+    hidden = origin == "null" and site == "same-origin"
+    if origin is not None and origin != _origin(request) and not hidden:
         raise HTTPException(403, "cross-origin request refused")
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    if site == "cross-site":
         raise HTTPException(403, "cross-site request refused")
-    sent = request.headers.get(CSRF_HEADER, "").encode("latin-1")
-    if not hmac.compare_digest(sent, caller.csrf.encode("ascii")):
-        raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
+
+
+def _check_csrf(sent: str, caller: Caller, where: str) -> None:
+    if not hmac.compare_digest(sent.encode("utf-8"), caller.csrf.encode("ascii")):
+        raise HTTPException(403, f"missing or wrong CSRF token ({where})")
+
+
+def _same_origin_with_csrf(request: Request, caller: Caller) -> None:
+    _same_origin(request)
+    _check_csrf(request.headers.get(CSRF_HEADER, ""), caller, f"the {CSRF_HEADER} header")
 
 
 Screener = Annotated[Caller, Depends(_role("screener"))]
@@ -186,20 +250,113 @@ def _rater_post(request: Request, caller: Rater) -> Caller:
 
 ScreenerPost = Annotated[Caller, Depends(_screener_post)]
 RaterPost = Annotated[Caller, Depends(_rater_post)]
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _body(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise HTTPException(400, "the request ended before its body did") from None
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number (JSON has no NaN or Infinity)")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is beyond the range of numbers")
+    return number
+
+
+def _parse_json(raw: bytes) -> object:
+    """JSON as FastAPI parses it (`json.loads`), but NaN, Infinity and numbers beyond a float
+    refused (422), so that no error message holds a value JSON cannot write."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as error:  # also bad UTF-8 and too long integers
+        raise HTTPException(422, f"the body is not valid JSON: {error}") from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+async def _json_body(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body as `model`: 415 unless sent as JSON, 422 with a one-line
+    message when it is not valid JSON or does not fit the model."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(415, "send the answer as JSON (Content-Type: application/json)")
+    data = _parse_json(await _body(request))
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise HTTPException(422, _first_problem(error)) from None
+
+
+async def _screening_answer(request: Request, caller: ScreenerPost) -> ScreeningBody:
+    """The screening answer, read only once the caller's token, role and CSRF token passed
+    (a body parameter would be read and parsed before any dependency runs)."""
+    return await _json_body(request, ScreeningBody)
+
+
+async def _rating_answer(request: Request, caller: RaterPost) -> RatingBody:
+    """The rating answer, read only once the caller's token, role and CSRF token passed."""
+    return await _json_body(request, RatingBody)
+
+
+async def _switch_form(request: Request, caller: Anyone) -> Caller:
+    """The caller who sent the confirmation page's form, once its origin and CSRF field (the
+    signed-in person's token) passed."""
+    _same_origin(request)
+    form = parse_qs((await _body(request)).decode("latin-1"))
+    _check_csrf(form.get("csrf", [""])[0], caller, "the form's csrf field")
+    return caller
+
+
+ScreeningAnswer = Annotated[ScreeningBody, Depends(_screening_answer)]
+RatingAnswer = Annotated[RatingBody, Depends(_rating_answer)]
+SwitchForm = Annotated[Caller, Depends(_switch_form)]
 
 router = APIRouter()
 
 
-@router.get("/s/{token}")
-def sign_in(token: str, request: Request) -> Response:
-    """Stores a personal token in the cookie and goes to the person's page."""
+def _link_person(request: Request, token: str) -> Person:
     person = _study(request).store.authenticate(token)
     if person is None:
         raise HTTPException(401, "unknown token: check your personal link")
+    return person
+
+
+def _signed_in(request: Request, token: str, person: Person) -> Response:
+    """The cookie set to `token` (Secure when the origin is https) and a redirect to the
+    person's page."""
     response = RedirectResponse(_HOME[person.role], status_code=303)
     response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="lax", path="/",
-                        secure=request.url.scheme == "https")  # fmt: skip
+                        secure=_origin(request).startswith("https://"))  # fmt: skip
     return response
+
+
+@router.get("/s/{token}")
+def sign_in(token: str, request: Request) -> Response:
+    """Stores a personal token in the cookie and goes to the person's page; when the browser
+    is signed in as someone else, asks first (a page naming both, with a button)."""
+    person = _link_person(request, token)
+    current = _cookie_caller(request)
+    if current is not None and current.person != person:
+        return _page(request, current, "switch.html", link_person=person, token=token)
+    return _signed_in(request, token, person)
+
+
+@router.post("/s/{token}")
+def switch_person(token: str, request: Request, caller: SwitchForm) -> Response:
+    """The confirmation page's button: signs the browser in as the link's person."""
+    return _signed_in(request, token, _link_person(request, token))
 
 
 @router.get("/")
@@ -276,7 +433,7 @@ def image(image_id: str, request: Request, caller: Reader) -> Response:
 
 
 @router.post("/api/screening/{image_id}")
-def post_screening(image_id: str, body: ScreeningBody, request: Request,
+def post_screening(image_id: str, body: ScreeningAnswer, request: Request,
                    caller: ScreenerPost) -> dict:  # fmt: skip
     """Stores the screener's decision on one image."""
     _study(request).store.screen(caller.person, image_id, body.keep)
@@ -284,7 +441,7 @@ def post_screening(image_id: str, body: ScreeningBody, request: Request,
 
 
 @router.post("/api/ratings/{image_id}")
-def post_rating(image_id: str, body: RatingBody, request: Request, caller: RaterPost) -> dict:
+def post_rating(image_id: str, body: RatingAnswer, request: Request, caller: RaterPost) -> dict:
     """Stores some of a rater's answers on one image."""
     _study(request).store.rate(caller.person, image_id, body.scores, body.external)
     return {"saved": True}
@@ -321,12 +478,13 @@ def _load_assets() -> dict[str, tuple[bytes, str]]:
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
-    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+    if "text/html" in request.headers.get("accept", ""):
         return _study(request).templates.TemplateResponse(
             request, "error.html", {"status": error.status_code, "detail": error.detail},
-            status_code=error.status_code,
+            status_code=error.status_code, headers=error.headers,
         )  # fmt: skip
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code,
+                        headers=error.headers)  # fmt: skip
 
 
 async def _invalid_answer(request: Request, error: InvalidAnswer) -> Response:
@@ -337,11 +495,114 @@ async def _unknown_image(request: Request, error: UnknownImage) -> Response:
     return JSONResponse({"detail": str(error)}, status_code=404)
 
 
-async def _security_headers(request: Request, call_next) -> Response:
-    response = await call_next(request)
-    response.headers.update(_SECURITY_HEADERS)
-    response.headers.setdefault("Cache-Control", "no-store")
+async def _internal_error(request: Request, error: Exception) -> Response:
+    """A bug: 500 with the security headers (Starlette's ServerErrorMiddleware sends it, outside
+    every other middleware, and logs the traceback)."""
+    response = JSONResponse({"detail": "internal server error"}, status_code=500)
+    _add_security_headers(response.headers)
     return response
+
+
+def _add_security_headers(headers: MutableHeaders) -> None:
+    headers.update(_SECURITY_HEADERS)
+    if "cache-control" not in headers:
+        headers["Cache-Control"] = "no-store"
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers (and Cache-Control: no-store unless set) on every
+    answer, the errors of the middleware inside it included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs the app, adding the headers to the start of its answer."""
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_security_headers(MutableHeaders(scope=message))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(413, f"request body too large (over {MAX_BODY_BYTES} bytes)",
+                         headers={"Connection": "close"})  # fmt: skip
+
+
+def _declared_size(scope: Scope) -> int:
+    declared = Headers(scope=scope).get("content-length", "")
+    return int(declared) if declared.isdigit() else 0
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES gets 413 and the connection is
+    closed; at once when Content-Length announces it, else as soon as the bytes received
+    pass the limit (a chunked body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers 413 or runs the app with a receive that counts the body's bytes."""
+        if scope["type"] == "http" and _declared_size(scope) > MAX_BODY_BYTES:
+            error = _too_large()
+            response = JSONResponse({"detail": error.detail}, 413, headers=error.headers)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise _too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline: a connection that has not sent a whole request
+    (head and body) REQUEST_TIMEOUT_S after it opened, or after the previous answer, is closed.
+    uvicorn itself never times out a request that is still arriving."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        """Starts the deadline of the first request."""
+        super().connection_made(transport)
+        self._start_deadline()
+
+    def on_response_complete(self) -> None:
+        """Starts the deadline of the next request."""
+        super().on_response_complete()
+        self._start_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Cancels the deadline."""
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _start_deadline(self) -> None:
+        self._cancel_deadline()
+        if not self.transport.is_closing():
+            self._deadline = self.loop.call_later(REQUEST_TIMEOUT_S, self._on_deadline)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.logger.info("closed a connection that sent no whole request in %g s",
+                             REQUEST_TIMEOUT_S)  # fmt: skip
+            self.transport.close()
 
 
 _SIGN_IN_PATH = re.compile(r"/s/[^/?\s]+")
@@ -374,26 +635,77 @@ def uvicorn_log_config() -> dict:
     return config
 
 
-def create_app(study_dir: Path, db_url: str | None = None) -> FastAPI:
+def uvicorn_settings() -> dict:
+    """The settings of `uvicorn.run` for a study: TimedH11Protocol (always h11, also where
+    httptools is installed), the keep-alive time, the largest request head, the redacted log."""
+    return {
+        "http": TimedH11Protocol,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "log_config": uvicorn_log_config(),
+    }
+
+
+def public_origin(url: str) -> str:
+    """The origin of a public URL: scheme://host[:port], lower case, the default port left out
+    (as browsers send it in the Origin header).
+
+    Raises:
+        OptionError: unless `url` is http(s)://host[:port] without path, query or user name.
+    """
+    parts = urlsplit(url.strip())
+    problem = (f"public URL {url!r}: expected http:// or https://host[:port] without path, "
+               "query or user name")  # fmt: skip
+    try:
+        port = parts.port
+    except ValueError:
+        raise OptionError(problem) from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
+            or parts.path not in ("", "/") or parts.query or parts.fragment):  # fmt: skip
+        raise OptionError(problem)
+    default_port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{_host(parts.hostname)}" + (
+        "" if port in (None, default_port) else f":{port}")  # fmt: skip
+
+
+def _host(hostname: str) -> str:
+    """A host name as the Host header writes it (an IPv6 address in brackets)."""
+    return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def create_app(study_dir: Path, db_url: str | None = None,
+               public_url: str | None = None) -> FastAPI:  # fmt: skip
     """The web app of one study folder (and database URL, when not STUDY/study.db).
+
+    With `public_url` (what the browsers open, e.g. behind a reverse proxy), POSTs must come
+    from its origin, only its host (and LOOPBACK_HOSTS) are answered, and cookies are Secure
+    when it is https.
 
     Raises:
         InputNotFoundError, StudyError: when the folder or database holds no study or the
             database cannot be read.
+        OptionError: when `public_url` is not an http(s) origin.
     """
     study_dir = Path(study_dir)
+    origin = None if public_url is None else public_origin(public_url)
     store = StudyStore.open(study_dir, db_url)
     app = FastAPI(title="angiosynth reader study", docs_url=None, redoc_url=None,
-                  openapi_url=None)  # fmt: skip
+                  openapi_url=None, redirect_slashes=False)  # fmt: skip
     app.state.study = StudyApp(
         store=store,
         images_dir=study_dir / IMAGES_DIR,
         templates=Jinja2Templates(directory=_PACKAGE / "templates"),
         assets=_load_assets(),
+        public_origin=origin,
     )
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InvalidAnswer, _invalid_answer)
     app.add_exception_handler(UnknownImage, _unknown_image)
-    app.middleware("http")(_security_headers)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(BodyLimit)
+    if origin is not None:
+        allowed = [_host(urlsplit(origin).hostname), *LOOPBACK_HOSTS]
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed, www_redirect=False)
+    app.add_middleware(SecurityHeaders)
     return app
