@@ -21,7 +21,8 @@ Routes (every one checks the caller's token and role; errors answer 4xx with {"d
     GET  /admin/ratings.csv          admin: the ratings.csv of `reader-study export`
     GET  /admin/screening.csv        admin: the screening.csv of `reader-study export`
 
-Tokens are compared by their SHA-256 hashes with `hmac.compare_digest`. Every POST needs the
+Each request's token is looked up by its SHA-256 hash in the study's database (no cache, so a
+revoked or reissued link stops at once; `storage.StudyStore.authenticate`). Every POST needs the
 header X-CSRF-Token, HMAC-SHA256(token, "angiosynth csrf") in hex, which the server renders into
 the person's page (the switch form sends it as a field); a POST with an Origin header other than
 the server's own (the public URL's, when given), or marked Sec-Fetch-Site: cross-site, is
