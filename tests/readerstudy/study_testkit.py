@@ -1,12 +1,12 @@
-"""Helpers of the reader-study tests: small sample folders, studies, a live uvicorn server, the
-database backends (SQLite, PostgreSQL) that studies are built on.
+"""Helpers of the reader-study tests: small sample folders, studies, a live uvicorn server.
 
-Imported by the test_study_*.py modules and conftest.py (pytest puts this folder on sys.path).
+Imported by the test_study_*.py modules (pytest puts this folder on sys.path). The database
+backends that studies are built on (the `db_backend` and `study_db` fixtures) are in
+tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import socket
 import threading
@@ -20,8 +20,6 @@ import numpy as np
 import pandas as pd
 import uvicorn
 from PIL import Image, PngImagePlugin
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.pool import NullPool
 
 from angiosynth.readerstudy.app import COOKIE_NAME, create_app, csrf_token
 from angiosynth.readerstudy.storage import Person, StudyStore
@@ -30,11 +28,6 @@ from angiosynth.readerstudy.study import create_study
 CONDITIONS = ("AC A", "PC A", "AC B", "PC B")
 #: Text written into every source PNG, which must not survive the import.
 SECRET_TEXT = "secret-prompt-text"
-#: The database kinds that the API, concurrency and kill tests run on.
-BACKENDS = ("sqlite", "postgresql")
-#: A PostgreSQL URL whose user may create databases (scripts/postgres.sh prints one); without
-#: it, the PostgreSQL cases are skipped.
-POSTGRES_ENV = "ANGIOSYNTH_TEST_POSTGRES_URL"
 
 
 def vessel_image(contrast: float, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -66,64 +59,6 @@ def write_samples(folder: Path, n: int = 8, size: int = 32) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.to_parquet(folder / "samples.parquet", index=False)
     return table
-
-
-class PostgresServer:
-    """The PostgreSQL server of a URL: makes one fresh database per study and drops it."""
-
-    def __init__(self, url: str) -> None:
-        """Connects to `url` (its user must be allowed to create databases).
-
-        Raises:
-            ImportError: when the driver (psycopg) is not installed.
-            sqlalchemy.exc.SQLAlchemyError: when the server cannot be reached.
-        """
-        self.url = make_url(url)
-        self._admin = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        with self._admin.connect() as connection:
-            self.version = connection.execute(text("SHOW server_version")).scalar()
-
-    def create(self, template: str | None = None) -> str:
-        """The URL of a new, empty database (a copy of the `template` URL's database if given)."""
-        name = f"angiosynth_test_{secrets.token_hex(6)}"
-        statement = f'CREATE DATABASE "{name}"'
-        if template is not None:
-            statement += f' TEMPLATE "{make_url(template).database}"'
-        with self._admin.connect() as connection:
-            connection.execute(text(statement))
-        return self.url.set(database=name).render_as_string(hide_password=False)
-
-    def drop(self, url: str) -> None:
-        """Drops the database of `url`, closing any connection left to it."""
-        with self._admin.connect() as connection:
-            name = make_url(url).database
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    def dispose(self) -> None:
-        """Closes the server's engine."""
-        self._admin.dispose()
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where a test's studies keep their database: "sqlite" (the study's own study.db file) or
-    "postgresql" (a fresh database on `server` per study)."""
-
-    name: str
-    server: PostgresServer | None = None
-
-    @contextmanager
-    def database(self, template: str | None = None) -> Iterator[str | None]:
-        """The `--db` URL of a new study: None for SQLite; for PostgreSQL, a new database (a
-        copy of the `template` URL's database if given), dropped afterwards."""
-        if self.server is None:
-            yield None
-            return
-        url = self.server.create(template)
-        try:
-            yield url
-        finally:
-            self.server.drop(url)
 
 
 @dataclass(frozen=True)
@@ -159,7 +94,8 @@ def build_study(
 
 def copy_study(study: BuiltStudy, dest: Path, db_url: str | None = None) -> BuiltStudy:
     """A copy of a study (same tokens and ids), cheaper than building a new one. An outside
-    database is not copied here: give the URL of its copy (`Backend.database(template=...)`)."""
+    database is not copied here: give the URL of its copy (`db_backend.database(template=...)`,
+    tests/conftest.py)."""
     shutil.copytree(study.root, dest)
     return BuiltStudy(dest, study.tokens, study.samples, db_url)
 

@@ -1,5 +1,5 @@
 """The web app's API: authentication, roles, validation, CSRF, blinding, path traversal; every
-test runs on SQLite and on PostgreSQL (conftest.py's `backend`)."""
+test runs on SQLite and on PostgreSQL (tests/conftest.py's `db_backend`)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,19 @@ from angiosynth.readerstudy.storage import RatingRow
 
 
 @pytest.fixture(scope="module")
-def screened(tmp_path_factory, backend) -> Iterator[BuiltStudy]:
+def screened(tmp_path_factory, db_backend) -> Iterator[BuiltStudy]:
     """8 images, raters ann and bob; the screener's first two images discarded (on each
     backend: its own SQLite file, a PostgreSQL database)."""
-    with backend.database() as url:
+    with db_backend.database() as url:
         built = build_study(tmp_path_factory.mktemp("api"), db_url=url)
         screen(built, discard=2)
         yield built
 
 
 @pytest.fixture
-def study(screened, tmp_path, backend) -> Iterator[BuiltStudy]:
+def study(screened, tmp_path, db_backend) -> Iterator[BuiltStudy]:
     """A fresh copy of the screened study (and of its PostgreSQL database)."""
-    with backend.database(template=screened.db_url) as url:
+    with db_backend.database(template=screened.db_url) as url:
         yield copy_study(screened, tmp_path / "study", url)
 
 

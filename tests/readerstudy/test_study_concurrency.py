@@ -1,5 +1,5 @@
 """Concurrent raters against a real uvicorn server, on the SQLite WAL database and on PostgreSQL
-(conftest.py's `backend`)."""
+(tests/conftest.py's `db_backend`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _answer_all(base_url: str, token: str, queue: list[str]) -> list[int]:
         return list(pool.map(answer, enumerate(queue)))
 
 
-def test_two_raters_answering_in_parallel_lose_nothing(tmp_path, backend, study_db) -> None:
+def test_two_raters_answering_in_parallel_lose_nothing(tmp_path, db_backend, study_db) -> None:
     study = build_study(tmp_path, n=ANSWERS_PER_RATER, raters=("ann", "bob"), db_url=study_db)
     screen(study)
     store = study.store()
@@ -55,7 +55,7 @@ def test_two_raters_answering_in_parallel_lose_nothing(tmp_path, backend, study_
         assert len(answers[name]) == ANSWERS_PER_RATER
         assert all(a.complete for a in answers[name].values())
         assert sum(a.external for a in answers[name].values()) == 10
-    if backend.name == "sqlite":
+    if db_backend.name == "sqlite":
         with sqlite3.connect(study.root / "study.db") as connection:
             assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     else:
