@@ -1,14 +1,21 @@
-"""Shared fixtures: one small simulated archive written once per test session."""
+"""Shared fixtures: one small simulated archive written once per test session; the database
+backends of the reader-study tests (SQLite, and PostgreSQL at ANGIOSYNTH_TEST_POSTGRES_URL)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from angiosynth.config import PhantomConfig
 from angiosynth.phantom.archive import ArchiveSummary, write_archive
@@ -136,3 +143,103 @@ def diffusion_data(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -
     train_vae(dataset, config, base / "vae")
     train_ldm(dataset, base / "vae", config, base / "ldm")
     return DiffusionData(dataset, base / "vae", base / "ldm")
+
+
+# --- reader study: the databases a study lives in -----------------------------------------------
+
+#: The database kinds that the reader-study API, concurrency and kill tests run on.
+BACKENDS = ("sqlite", "postgresql")
+#: A PostgreSQL URL whose user may create databases (scripts/postgres.sh prints one; `.ci/run`
+#: sets it); without it, the PostgreSQL cases are skipped.
+POSTGRES_ENV = "ANGIOSYNTH_TEST_POSTGRES_URL"
+
+
+class PostgresServer:
+    """The PostgreSQL server of a URL: makes one fresh database per study and drops it."""
+
+    def __init__(self, url: str) -> None:
+        """Connects to `url` (its user must be allowed to create databases).
+
+        Raises:
+            ImportError: when the driver (psycopg) is not installed.
+            sqlalchemy.exc.SQLAlchemyError: when the server cannot be reached.
+        """
+        self.url = make_url(url)
+        self._admin = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with self._admin.connect() as connection:
+            self.version = connection.execute(text("SHOW server_version")).scalar()
+
+    def create(self, template: str | None = None) -> str:
+        """The URL of a new, empty database (a copy of the `template` URL's database if given)."""
+        name = f"angiosynth_test_{secrets.token_hex(6)}"
+        statement = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            statement += f' TEMPLATE "{make_url(template).database}"'
+        with self._admin.connect() as connection:
+            connection.execute(text(statement))
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        """Drops the database of `url`, closing any connection left to it."""
+        with self._admin.connect() as connection:
+            name = make_url(url).database
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def dispose(self) -> None:
+        """Closes the server's engine."""
+        self._admin.dispose()
+
+
+@dataclass(frozen=True)
+class DatabaseBackend:
+    """Where a test's studies keep their database: "sqlite" (the study's own study.db file) or
+    "postgresql" (a fresh database on `server` per study)."""
+
+    name: str
+    server: PostgresServer | None = None
+
+    @contextmanager
+    def database(self, template: str | None = None) -> Iterator[str | None]:
+        """The `--db` URL of a new study: None for SQLite; for PostgreSQL, a new database (a
+        copy of the `template` URL's database if given), dropped afterwards."""
+        if self.server is None:
+            yield None
+            return
+        url = self.server.create(template)
+        try:
+            yield url
+        finally:
+            self.server.drop(url)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server of ANGIOSYNTH_TEST_POSTGRES_URL (skips without it, fails when it
+    is set but the driver is missing or the server does not answer)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL: {POSTGRES_ENV} is not set (`.ci/run` starts a server with "
+                    f"scripts/postgres.sh and sets it)")  # fmt: skip
+    try:
+        server = PostgresServer(url)
+    except (ImportError, SQLAlchemyError) as err:
+        pytest.fail(f"{POSTGRES_ENV} is set but PostgreSQL cannot be used: {err}", pytrace=False)
+    yield server
+    server.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> DatabaseBackend:
+    """The database of a test's reader studies: "sqlite", then "postgresql" (every test that
+    takes this fixture or `study_db` runs once on each)."""
+    if request.param == "postgresql":
+        return DatabaseBackend("postgresql", request.getfixturevalue("postgres_server"))
+    return DatabaseBackend("sqlite")
+
+
+@pytest.fixture
+def study_db(db_backend: DatabaseBackend) -> Iterator[str | None]:
+    """The `--db` URL of one new study: None (its own SQLite file) or a fresh PostgreSQL
+    database, dropped after the test."""
+    with db_backend.database() as url:
+        yield url

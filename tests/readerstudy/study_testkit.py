@@ -1,6 +1,8 @@
 """Helpers of the reader-study tests: small sample folders, studies, a live uvicorn server.
 
-Imported by the test_study_*.py modules (pytest puts this folder on sys.path).
+Imported by the test_study_*.py modules (pytest puts this folder on sys.path). The database
+backends that studies are built on (the `db_backend` and `study_db` fixtures) are in
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -61,32 +63,41 @@ def write_samples(folder: Path, n: int = 8, size: int = 32) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class BuiltStudy:
-    """A study made for a test and the tokens of its people, by name."""
+    """A study made for a test, the tokens of its people by name, its database's URL (None: the
+    study's own SQLite file)."""
 
     root: Path
     tokens: dict[str, str]
     samples: pd.DataFrame
+    db_url: str | None = None
 
     def store(self) -> StudyStore:
         """A store of the study (the caller disposes of it)."""
-        return StudyStore.open(self.root)
+        return StudyStore.open(self.root, self.db_url)
 
 
 def build_study(
-    tmp_path: Path, n: int = 8, raters: tuple[str, ...] = ("ann", "bob"), seed: int = 0
+    tmp_path: Path,
+    n: int = 8,
+    raters: tuple[str, ...] = ("ann", "bob"),
+    seed: int = 0,
+    db_url: str | None = None,
 ) -> BuiltStudy:
-    """Samples and a study with screener "sam", the given raters and "admin"."""
+    """Samples and a study with screener "sam", the given raters and "admin" (in the database
+    at `db_url`, or the study's own SQLite file)."""
     samples = write_samples(tmp_path / "samples", n)
     created = create_study(tmp_path / "samples", tmp_path / "study", screener="sam",
-                           raters=list(raters), seed=seed)  # fmt: skip
+                           raters=list(raters), seed=seed, db_url=db_url)  # fmt: skip
     tokens = {i.name: i.token for i in created.invitations}
-    return BuiltStudy(tmp_path / "study", tokens, samples)
+    return BuiltStudy(tmp_path / "study", tokens, samples, db_url)
 
 
-def copy_study(study: BuiltStudy, dest: Path) -> BuiltStudy:
-    """A copy of a study (same tokens and ids), cheaper than building a new one."""
+def copy_study(study: BuiltStudy, dest: Path, db_url: str | None = None) -> BuiltStudy:
+    """A copy of a study (same tokens and ids), cheaper than building a new one. An outside
+    database is not copied here: give the URL of its copy (`db_backend.database(template=...)`,
+    tests/conftest.py)."""
     shutil.copytree(study.root, dest)
-    return BuiltStudy(dest, study.tokens, study.samples)
+    return BuiltStudy(dest, study.tokens, study.samples, db_url)
 
 
 def person(store: StudyStore, name: str) -> Person:
@@ -121,10 +132,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(study_dir: Path) -> Iterator[str]:
+def live_server(study_dir: Path, db_url: str | None = None) -> Iterator[str]:
     """Runs the study's app under uvicorn in a background thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(study_dir), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(study_dir, db_url), host="127.0.0.1", port=port,
                             log_level="warning")  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -1,8 +1,10 @@
-"""The web app's API: authentication, roles, validation, CSRF, blinding, path traversal."""
+"""The web app's API: authentication, roles, validation, CSRF, blinding, path traversal; every
+test runs on SQLite and on PostgreSQL (tests/conftest.py's `db_backend`)."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,23 +18,26 @@ from angiosynth.readerstudy.storage import RatingRow
 
 
 @pytest.fixture(scope="module")
-def screened(tmp_path_factory) -> BuiltStudy:
-    """8 images, raters ann and bob; the screener's first two images discarded."""
-    built = build_study(tmp_path_factory.mktemp("api"))
-    screen(built, discard=2)
-    return built
+def screened(tmp_path_factory, db_backend) -> Iterator[BuiltStudy]:
+    """8 images, raters ann and bob; the screener's first two images discarded (on each
+    backend: its own SQLite file, a PostgreSQL database)."""
+    with db_backend.database() as url:
+        built = build_study(tmp_path_factory.mktemp("api"), db_url=url)
+        screen(built, discard=2)
+        yield built
 
 
 @pytest.fixture
-def study(screened, tmp_path) -> BuiltStudy:
-    """A fresh copy of the screened study."""
-    return copy_study(screened, tmp_path / "study")
+def study(screened, tmp_path, db_backend) -> Iterator[BuiltStudy]:
+    """A fresh copy of the screened study (and of its PostgreSQL database)."""
+    with db_backend.database(template=screened.db_url) as url:
+        yield copy_study(screened, tmp_path / "study", url)
 
 
 @pytest.fixture
 def app(study):
     """The web app of the study copy."""
-    web_app = create_app(study.root)
+    web_app = create_app(study.root, study.db_url)
     yield web_app
     web_app.state.study.store.dispose()
 
@@ -229,9 +234,9 @@ def test_raters_see_only_their_own_answers_and_no_metadata(app, study) -> None:
         assert condition not in seen
 
 
-def test_raters_wait_for_the_screener(tmp_path) -> None:
-    fresh = build_study(tmp_path, n=4)
-    web_app = create_app(fresh.root)
+def test_raters_wait_for_the_screener(tmp_path, study_db) -> None:
+    fresh = build_study(tmp_path, n=4, db_url=study_db)
+    web_app = create_app(fresh.root, fresh.db_url)
     try:
         rater = client_for(web_app, fresh.tokens["ann"])
         screener = client_for(web_app, fresh.tokens["sam"])

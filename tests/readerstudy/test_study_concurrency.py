@@ -1,4 +1,5 @@
-"""Concurrent raters against a real uvicorn server and the SQLite WAL database."""
+"""Concurrent raters against a real uvicorn server, on the SQLite WAL database and on PostgreSQL
+(tests/conftest.py's `db_backend`)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def _answer_all(base_url: str, token: str, queue: list[str]) -> list[int]:
         return list(pool.map(answer, enumerate(queue)))
 
 
-def test_two_raters_answering_in_parallel_lose_nothing(tmp_path) -> None:
-    study = build_study(tmp_path, n=ANSWERS_PER_RATER, raters=("ann", "bob"))
+def test_two_raters_answering_in_parallel_lose_nothing(tmp_path, db_backend, study_db) -> None:
+    study = build_study(tmp_path, n=ANSWERS_PER_RATER, raters=("ann", "bob"), db_url=study_db)
     screen(study)
     store = study.store()
     queues = {name: store.queue(person(store, name)) for name in ("ann", "bob")}
     store.dispose()
 
-    with live_server(study.root) as base_url, ThreadPoolExecutor(max_workers=2) as raters:
+    server = live_server(study.root, study.db_url)
+    with server as base_url, ThreadPoolExecutor(max_workers=2) as raters:
         jobs = [(base_url, study.tokens[name], queues[name]) for name in ("ann", "bob")]
         results = list(raters.map(lambda job: _answer_all(*job), jobs))
 
@@ -53,12 +55,15 @@ def test_two_raters_answering_in_parallel_lose_nothing(tmp_path) -> None:
         assert len(answers[name]) == ANSWERS_PER_RATER
         assert all(a.complete for a in answers[name].values())
         assert sum(a.external for a in answers[name].values()) == 10
-    with sqlite3.connect(study.root / "study.db") as connection:
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if db_backend.name == "sqlite":
+        with sqlite3.connect(study.root / "study.db") as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    else:
+        assert not (study.root / "study.db").exists()
 
 
-def test_two_processes_writing_the_same_database_wait_for_each_other(tmp_path) -> None:
-    study = build_study(tmp_path, n=40, raters=("ann", "bob"))
+def test_two_processes_writing_the_same_database_wait_for_each_other(tmp_path, study_db) -> None:
+    study = build_study(tmp_path, n=40, raters=("ann", "bob"), db_url=study_db)
     screen(study)
     stores = [study.store(), study.store()]  # separate engines, as two processes would have
 

@@ -1,4 +1,5 @@
-"""`reader-study serve`: binding, the warning off loopback, durability, no torch."""
+"""`reader-study serve`: binding, the warning off loopback, durability (on SQLite and on
+PostgreSQL), no torch."""
 
 from __future__ import annotations
 
@@ -82,7 +83,9 @@ import sys, uvicorn
 from angiosynth.readerstudy import app, export, simulate, storage, study
 assert "torch" not in sys.modules, "the reader-study web app must not import torch"
 from angiosynth.readerstudy.app import create_app
-uvicorn.run(create_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="error")
+db_url = sys.argv[3] if len(sys.argv) > 3 else None
+uvicorn.run(create_app(sys.argv[1], db_url), host="127.0.0.1", port=int(sys.argv[2]),
+            log_level="error")
 """
 
 
@@ -98,13 +101,14 @@ def _wait_until_up(base_url: str, process: subprocess.Popen) -> None:
     raise AssertionError("the server did not start")
 
 
-def test_killing_the_server_loses_no_answer(tmp_path) -> None:
-    built = build_study(tmp_path, n=4)
+def test_killing_the_server_loses_no_answer(tmp_path, study_db) -> None:
+    built = build_study(tmp_path, n=4, db_url=study_db)
     screen(built)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-c", _SERVER, str(built.root), str(port)],
-                               stderr=subprocess.PIPE)  # fmt: skip
+    database = [] if built.db_url is None else [built.db_url]
+    process = subprocess.Popen([sys.executable, "-c", _SERVER, str(built.root), str(port),
+                                *database], stderr=subprocess.PIPE)  # fmt: skip
     try:
         _wait_until_up(base_url, process)
         headers = signed_in_headers(built.tokens["ann"])
