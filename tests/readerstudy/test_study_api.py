@@ -14,7 +14,7 @@ from study_testkit import SECRET_TEXT, BuiltStudy, build_study, copy_study, pers
 
 from angiosynth.readerstudy.app import COOKIE_NAME, CSRF_HEADER, create_app, csrf_token
 from angiosynth.readerstudy.export import ratings_table
-from angiosynth.readerstudy.storage import RatingRow
+from angiosynth.readerstudy.schema import RatingRow
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
 from angiosynth.errors import OptionError
-from angiosynth.readerstudy.storage import ImageRow, StudyStore, hash_token
+from angiosynth.readerstudy.schema import ImageRow
+from angiosynth.readerstudy.storage import StudyStore, hash_token
 from angiosynth.readerstudy.study import create_study
 
 runner = CliRunner()

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from angiosynth.cli.main import app
 from angiosynth.readerstudy.app import COOKIE_NAME, create_app
 from angiosynth.readerstudy.export import RATING_COLUMNS, SCREENING_COLUMNS, export_study
+from angiosynth.readerstudy.schema import SCORES, SEGMENTS, ImageRow
 from angiosynth.readerstudy.simulate import simulate_study
-from angiosynth.readerstudy.storage import SCORES, SEGMENTS, ImageRow
 
 runner = CliRunner()
 

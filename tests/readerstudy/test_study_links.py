@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from angiosynth.cli.main import app as cli
 from angiosynth.errors import OptionError
 from angiosynth.readerstudy.app import COOKIE_NAME, create_app
-from angiosynth.readerstudy.storage import PersonRow, StudyStore, hash_token
+from angiosynth.readerstudy.schema import PersonRow
+from angiosynth.readerstudy.storage import StudyStore, hash_token
 from angiosynth.readerstudy.study import create_study
 
 runner = CliRunner()

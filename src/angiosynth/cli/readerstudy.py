@@ -103,7 +103,8 @@ def serve_command(
     """
     import uvicorn
 
-    from angiosynth.readerstudy.app import create_app, uvicorn_settings
+    from angiosynth.readerstudy.app import create_app
+    from angiosynth.readerstudy.server import uvicorn_settings
 
     web_app = create_app(study, db, public_url=public_url)
     if not _is_loopback(host):

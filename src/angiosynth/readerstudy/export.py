@@ -40,15 +40,15 @@ import pandas as pd
 from sqlalchemy import select
 
 from angiosynth.errors import OptionError
-from angiosynth.readerstudy.storage import (
+from angiosynth.readerstudy.schema import (
     SEGMENTS,
     ExternalFlagRow,
     ImageRow,
     PersonRow,
     RatingRow,
     ScreeningRow,
-    StudyStore,
 )
+from angiosynth.readerstudy.storage import StudyStore
 from angiosynth.runfiles import atomic_path
 
 RATING_COLUMNS = ("image_id", "condition", "rater", "segment", "score", "external")

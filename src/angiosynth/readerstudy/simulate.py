@@ -32,7 +32,8 @@ from sqlalchemy import select
 
 from angiosynth.errors import OptionError
 from angiosynth.progress import Progress, tracked
-from angiosynth.readerstudy.storage import SEGMENTS, ImageRow, Person, StudyError, StudyStore
+from angiosynth.readerstudy.schema import SEGMENTS, ImageRow
+from angiosynth.readerstudy.storage import Person, StudyError, StudyStore
 from angiosynth.readerstudy.study import plain_grayscale
 
 KEEP_FRACTION = 0.6

@@ -1,23 +1,8 @@
-"""Storage of a reader study: SQLAlchemy 2 models and the reads and writes of app, export, simulate.
+"""Storage of a reader study: the reads and writes of app, export and simulate.
 
 A study lives in one database: SQLite in WAL mode at `STUDY/study.db` by default (busy timeout
-30 s, foreign keys on), or any PostgreSQL URL. Tables:
-
-    persons         id, name, role (screener / rater / admin), token_hash (SHA-256 hex of the
-                    person's token; the token itself is never stored), issued_at (when the
-                    current link was issued; empty for links of studies made before links
-                    could be reissued: the person's created_at), expires_at (empty: never),
-                    revoked_at (empty: not revoked)
-    images          id, public_id (opaque random hex id, also the file name STUDY/images/<id>.png),
-                    condition, source_file, prompt, seed, batch, sample_index, width, height
-    queue_entries   person_id, image_id, position: each person's seeded random order
-    screenings      image_id (unique), screener_id, keep
-    ratings         image_id, rater_id, segment (proximal / medium / peripheral),
-                    score ("1".."5", "NP" not present, "NA" not applicable); unique per
-                    image x rater x segment
-    external_flags  image_id, rater_id, external; unique per image x rater
-
-Answers carry created_at and updated_at (UTC). Every write is one short transaction, committed
+30 s, foreign keys on), or any PostgreSQL URL, with the tables of `schema`. Answers carry
+created_at and updated_at (UTC). Every write is one short transaction, committed
 before the call returns, and an edit updates its row (an upsert on the unique key) instead of
 adding one. With SQLite, the writes of one process take turns on a lock and other processes wait
 through the busy timeout. A rater's queue is their seeded order filtered to the images the
@@ -40,13 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Integer,
-    String,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -58,16 +36,25 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from angiosynth.errors import AngiosynthError, InputNotFoundError, OptionError
+from angiosynth.readerstudy.schema import (
+    ADDED_COLUMNS,
+    SCORES,
+    SEGMENTS,
+    Base,
+    ExternalFlagRow,
+    ImageRow,
+    PersonRow,
+    QueueEntryRow,
+    RatingRow,
+    ScreeningRow,
+    utc_now,
+)
 
 DB_FILE = "study.db"
 IMAGES_DIR = "images"
-ROLES = ("screener", "rater", "admin")
-SEGMENTS = ("proximal", "medium", "peripheral")
-#: Stored scores: the Likert scale and the two codes of unratable segments.
-SCORES = ("1", "2", "3", "4", "5", "NP", "NA")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PUBLIC_ID = re.compile(r"[0-9a-f]{16}")
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -85,10 +72,6 @@ class UnknownImage(StudyError, LookupError):
     """An image id that does not exist or is not in the person's queue."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def hash_token(token: str) -> str:
     """The SHA-256 hex digest stored in place of a person's token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -97,103 +80,6 @@ def hash_token(token: str) -> str:
 def is_public_id(text: str) -> bool:
     """Whether `text` has the form of an image id (16 lowercase hex digits)."""
     return _PUBLIC_ID.fullmatch(text) is not None
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the reader-study tables."""
-
-
-class _Timestamps:
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class PersonRow(Base):
-    """A screener, rater or admin, known by the hash of their token."""
-
-    __tablename__ = "persons"
-    __table_args__ = (
-        UniqueConstraint("name", "role"),
-        CheckConstraint(f"role IN {ROLES}", name="known_role"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64))
-    role: Mapped[str] = mapped_column(String(16))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=_now)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-#: Columns added to tables after the first version, by table: `StudyStore.open` adds them to
-#: the database of an older study (all nullable, so existing rows stay valid).
-ADDED_COLUMNS = {"persons": ("issued_at", "expires_at", "revoked_at")}
-
-
-class ImageRow(Base):
-    """An imported image and the metadata that raters never see."""
-
-    __tablename__ = "images"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    public_id: Mapped[str] = mapped_column(String(16), unique=True)
-    condition: Mapped[str] = mapped_column(String(64))
-    source_file: Mapped[str] = mapped_column(String(1024))
-    prompt: Mapped[str | None] = mapped_column(String(1024))
-    seed: Mapped[int | None] = mapped_column(Integer)
-    batch: Mapped[int | None] = mapped_column(Integer)
-    sample_index: Mapped[int | None] = mapped_column(Integer)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-
-
-class QueueEntryRow(Base):
-    """One image at one position of a person's order."""
-
-    __tablename__ = "queue_entries"
-    __table_args__ = (UniqueConstraint("person_id", "image_id"),
-                      UniqueConstraint("person_id", "position"))  # fmt: skip
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    position: Mapped[int] = mapped_column(Integer)
-
-
-class ScreeningRow(_Timestamps, Base):
-    """The screener's keep/discard decision on one image."""
-
-    __tablename__ = "screenings"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True)
-    screener_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
-    keep: Mapped[bool] = mapped_column(Boolean)
-
-
-class RatingRow(_Timestamps, Base):
-    """One rater's score of one segment of one image."""
-
-    __tablename__ = "ratings"
-    __table_args__ = (
-        UniqueConstraint("image_id", "rater_id", "segment"),
-        CheckConstraint(f"segment IN {SEGMENTS}", name="known_segment"),
-        CheckConstraint(f"score IN {SCORES}", name="known_score"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    rater_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
-    segment: Mapped[str] = mapped_column(String(16))
-    score: Mapped[str] = mapped_column(String(2))
-
-
-class ExternalFlagRow(_Timestamps, Base):
-    """One rater's "external circulation" flag on one image."""
-
-    __tablename__ = "external_flags"
-    __table_args__ = (UniqueConstraint("image_id", "rater_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    rater_id: Mapped[int] = mapped_column(ForeignKey("persons.id"))
-    external: Mapped[bool] = mapped_column(Boolean)
 
 
 @dataclass(frozen=True)
@@ -225,14 +111,14 @@ class Link:
         """The link's state at `now` (default: the current time): revoked, expired or active."""
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and self.expires_at <= (now or _now()):
+        if self.expires_at is not None and self.expires_at <= (now or utc_now()):
             return "expired"
         return "active"
 
 
 def _link(row: PersonRow) -> Link:
     person = Person(row.id, row.name, row.role)
-    issued = _utc(row.issued_at) or _utc(row.created_at) or _now()
+    issued = _utc(row.issued_at) or _utc(row.created_at) or utc_now()
     return Link(person, issued, _utc(row.expires_at), _utc(row.revoked_at))
 
 
@@ -441,7 +327,7 @@ class StudyStore:
     def revoke(self, person: Person) -> None:
         """Disables a person's link at once (their answers stay); a revoked link stays revoked
         (at its first revocation time) until it is reissued."""
-        revoked_at = func.coalesce(PersonRow.revoked_at, _now())
+        revoked_at = func.coalesce(PersonRow.revoked_at, utc_now())
         with self._write_lock, self.session() as session:
             session.execute(_person_update(person).values(revoked_at=revoked_at))
 
@@ -449,7 +335,7 @@ class StudyStore:
         """Gives a person a new link (by its token's hash): the old token stops working at once,
         the revocation is lifted, the expiry set (None: never); the person and their answers
         stay the same."""
-        values = {"token_hash": token_hash, "issued_at": _now(), "expires_at": _utc(expires_at),
+        values = {"token_hash": token_hash, "issued_at": utc_now(), "expires_at": _utc(expires_at),
                   "revoked_at": None}  # fmt: skip
         with self._write_lock, self.session() as session:
             session.execute(_person_update(person).values(**values))
@@ -574,7 +460,7 @@ class StudyStore:
             return any(session.scalar(select(func.count(column))) for column in tables)
 
     def _upsert(self, session: Session, model: type[Base], keys: dict, values: dict) -> None:
-        now = _now()
+        now = utc_now()
         statement = self._insert(model).values(**keys, **values, created_at=now, updated_at=now)
         statement = statement.on_conflict_do_update(
             index_elements=list(keys), set_={**values, "updated_at": now}

@@ -36,14 +36,11 @@ from PIL import Image
 
 from angiosynth.errors import InputNotFoundError, OptionError, OutputExistsError
 from angiosynth.progress import Progress, tracked
+from angiosynth.readerstudy.schema import ROLES, ImageRow, PersonRow, QueueEntryRow
 from angiosynth.readerstudy.storage import (
     DB_FILE,
     IMAGES_DIR,
-    ROLES,
-    ImageRow,
     Person,
-    PersonRow,
-    QueueEntryRow,
     StudyError,
     StudyStore,
     default_url,
