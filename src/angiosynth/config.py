@@ -457,6 +457,155 @@ class LDMConfig(StrictModel):
         return self.data.image_size // self.vae.downsampling
 
 
+# --- contrast-free translation (configs/translate-paper.yaml, configs/translate-tiny.yaml) ----
+
+TRANSLATION_METHODS = ("cyclegan", "attentiongan", "cut")
+
+
+class TranslateDataConfig(StrictModel):
+    """How frames become training crops.
+
+    Attributes:
+        image_size: frames are resized to this side first (None: as stored; CycleGAN's
+            "load size").
+        crop_size: side of the random training crops (the networks are fully convolutional:
+            whole frames are translated afterwards).
+        flip: random horizontal flips of the crops.
+    """
+
+    image_size: int | None = Field(None, ge=16)
+    crop_size: int = Field(256, ge=16)
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TranslateDataConfig:
+        if self.image_size is not None and self.crop_size > self.image_size:
+            raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")
+        return self
+
+
+class GeneratorConfig(StrictModel):
+    """The ResNet generator (CycleGAN: ngf 64, 9 residual blocks, 2 downsamplings).
+
+    `n_content` is AttentionGAN's number of content images (its attention decoder gives
+    n_content + 1 masks, the last for the input).
+    """
+
+    ngf: int = Field(64, ge=1)
+    n_blocks: int = Field(9, ge=1)
+    n_downsampling: int = Field(2, ge=1, le=4)
+    n_content: int = Field(9, ge=1)
+    init: str = "normal"
+    init_gain: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorConfig:
+        _check_choice(self.init, ("normal", "xavier"), "init")
+        return self
+
+
+class DiscriminatorConfig(StrictModel):
+    """The 70 x 70 PatchGAN (64-128-256-512-1 with ndf 64 and 3 layers)."""
+
+    ndf: int = Field(64, ge=1)
+    n_layers: int = Field(3, ge=1)
+
+
+class CycleLossConfig(StrictModel):
+    """CycleGAN's and AttentionGAN's losses (LSGAN, cycle 10 per direction, identity 0.5 x
+    cycle, a pool of 50 earlier fakes for the discriminators)."""
+
+    lambda_cycle: float = Field(10.0, ge=0)
+    lambda_identity: float = Field(0.5, ge=0)
+    pool_size: int = Field(50, ge=0)
+
+
+class CUTLossConfig(StrictModel):
+    """CUT's losses (LSGAN with weight 1, PatchNCE with weight 1 on 256 patches of five encoder
+    layers, temperature 0.07, identity NCE on). FastCUT: lambda_nce 10, nce_identity off.
+
+    `nce_layers` index the generator's flat encoder (`models.gan.resnet_encoder`): CUT's
+    0, 4, 8, 12, 16 are the input, the two downsampling convolutions and the first and fifth
+    residual blocks, which are 0, 4, 7, 10, 14 here.
+    """
+
+    lambda_gan: float = Field(1.0, ge=0)
+    lambda_nce: float = Field(1.0, ge=0)
+    nce_layers: tuple[int, ...] = (0, 4, 7, 10, 14)
+    num_patches: int = Field(256, ge=1)
+    temperature: float = Field(0.07, gt=0)
+    nce_identity: bool = True
+    mlp_width: int = Field(256, ge=1)
+
+
+class TranslateTrainConfig(TrainLoopConfig):
+    """Translation training (CycleGAN: batch 1, Adam 2e-4 (0.5, 0.999), 100 epochs at constant
+    lr then 100 of linear decay to 0; CUT: 200 + 200).
+
+    Attributes:
+        betas: Adam's betas (generators and discriminators).
+        decay_share: the last share of the steps over which the lr decays linearly to 0.
+        epochs_by_method: epochs per method, overriding `epochs` (CUT trains twice as long).
+        steps_per_epoch: optimiser steps per epoch (None: max(|X|, |Y|) / batch, CycleGAN's
+            epoch).
+        collapse_threshold, collapse_steps: warn when every discriminator's loss stays below
+            the threshold for this many consecutive steps.
+        sample_every: write RUN/samples/step-N.png every this many steps (None: at the end only).
+    """
+
+    batch_size: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(200, ge=1)
+    epochs_by_method: dict[str, int] = Field(default_factory=lambda: {"cut": 400})
+    decay_share: float = Field(0.5, ge=0, le=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(1000, ge=1)
+    collapse_threshold: float = Field(0.01, ge=0)
+    collapse_steps: int = Field(200, ge=1)
+    sample_every: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_translate(self) -> TranslateTrainConfig:
+        if self.gradient_accumulation != 1:
+            raise ValueError("gradient_accumulation must be 1 for translation (GAN steps)")
+        for method in self.epochs_by_method:
+            _check_choice(method, TRANSLATION_METHODS, "epochs_by_method")
+        return self
+
+    def epochs_for(self, method: str) -> int:
+        """The epochs of `method` (its entry of `epochs_by_method`, else `epochs`)."""
+        return self.epochs_by_method.get(method, self.epochs)
+
+
+class TranslateConfig(StrictModel):
+    """A whole translation configuration (configs/translate-paper.yaml, translate-tiny.yaml)."""
+
+    data: TranslateDataConfig = Field(default_factory=TranslateDataConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    cycle: CycleLossConfig = Field(default_factory=CycleLossConfig)
+    cut: CUTLossConfig = Field(default_factory=CUTLossConfig)
+    train: TranslateTrainConfig = Field(default_factory=TranslateTrainConfig)
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> TranslateConfig:
+        factor = 2**self.generator.n_downsampling
+        if self.data.crop_size % factor:
+            raise ValueError(
+                f"data.crop_size {self.data.crop_size} must be divisible by {factor} "
+                "(2 ** generator.n_downsampling)"
+            )
+        encoder = 4 + 3 * self.generator.n_downsampling + self.generator.n_blocks
+        if max(self.cut.nce_layers) >= encoder:
+            raise ValueError(
+                f"cut.nce_layers {list(self.cut.nce_layers)} must index the generator's "
+                f"{encoder} encoder layers"
+            )
+        return self
+
+
 def _check_divisible(channels: tuple[int, ...], groups: int, where: str) -> None:
     for c in channels:
         if c % groups:

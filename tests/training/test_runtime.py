@@ -15,7 +15,7 @@ from torch import nn
 
 from angiosynth.config import ClassifierTrainConfig, LDMConfig, TrainLoopConfig, load_config
 from angiosynth.curation.dataset import CuratedDataset
-from angiosynth.models.autoencoder import PatchDiscriminator
+from angiosynth.models.gan import PatchDiscriminator
 from angiosynth.models.unet import build_unet
 from angiosynth.training.batches import shuffled_positions
 from angiosynth.training.checkpoint import Checkpointer, ResumeError, load_module

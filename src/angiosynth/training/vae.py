@@ -39,7 +39,8 @@ from angiosynth.config import LDMConfig
 from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.data.diffusion import ArterialImages, arterial_rows
 from angiosynth.errors import OptionError
-from angiosynth.models.autoencoder import PatchDiscriminator, build_vae
+from angiosynth.models.autoencoder import build_vae
+from angiosynth.models.gan import PatchDiscriminator
 from angiosynth.progress import Progress
 from angiosynth.runfiles import LOG_FILE, METRICS_FILE, write_json_atomic
 from angiosynth.training.batches import LoaderBatches

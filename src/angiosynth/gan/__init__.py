@@ -1,0 +1,1 @@
+"""Image-to-image translation methods (CycleGAN, AttentionGAN, CUT): losses and steps."""

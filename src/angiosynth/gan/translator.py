@@ -1,0 +1,108 @@
+"""The trained x -> y network on disk, and running it on whole frames.
+
+RUN/generator/ holds model.safetensors (the weights by name) and config.json: the method, the
+generator's architecture and the data settings it was trained with. Frames of any size are
+translated whole: the networks are fully convolutional, so a frame is padded by reflection to
+a multiple of 2 ** n_downsampling, translated and cropped back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from angiosynth.config import GeneratorConfig, TranslateConfig
+from angiosynth.errors import AngiosynthError
+from angiosynth.models.gan import AttentionGenerator, ResnetGenerator
+from angiosynth.runfiles import (
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    save_tensors_atomic,
+    write_json_atomic,
+)
+
+GENERATOR_DIR = "generator"
+
+
+class TranslatorFileError(AngiosynthError, ValueError):
+    """A translation run has no usable generator (names the folder and the reason)."""
+
+
+def save_translator(network: nn.Module, method: str, config: TranslateConfig, folder: Path) -> None:
+    """Writes `network` (the x -> y generator) and what rebuilds it into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    save_tensors_atomic(tensors, folder / MODEL_FILE, metadata={"format": "pt"})
+    write_json_atomic(folder / MODEL_CONFIG_FILE, {
+        "method": method,
+        "architecture": "attention" if method == "attentiongan" else "resnet",
+        "generator": config.generator.model_dump(mode="json"),
+        "data": config.data.model_dump(mode="json"),
+    })  # fmt: skip
+
+
+def build_translator(settings: dict) -> nn.Module:
+    """The (untrained) network a generator config.json describes."""
+    g = GeneratorConfig.model_validate(settings["generator"])
+    if settings["architecture"] == "attention":
+        return AttentionGenerator(g.ngf, g.n_blocks, g.n_downsampling, g.n_content)
+    return ResnetGenerator(g.ngf, g.n_blocks, g.n_downsampling)
+
+
+def load_translator(run: Path) -> tuple[nn.Module, dict]:
+    """The x -> y network of a run (RUN or RUN/generator), in eval mode, and its config.json.
+
+    Raises:
+        TranslatorFileError: the folder has no generator, or its files do not fit.
+    """
+    run = Path(run)
+    folder = run if (run / MODEL_CONFIG_FILE).is_file() else run / GENERATOR_DIR
+    if not (folder / MODEL_FILE).is_file() or not (folder / MODEL_CONFIG_FILE).is_file():
+        raise TranslatorFileError(
+            f"{run}: no trained generator ({GENERATOR_DIR}/{MODEL_FILE}); train one with "
+            "`angiosynth train translate` (an interrupted run resumes with --resume)"
+        )
+    try:
+        settings = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+        network = build_translator(settings)
+        network.load_state_dict(load_file(folder / MODEL_FILE))
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TranslatorFileError(f"{folder}: unusable generator ({detail})") from err
+    return network.eval(), settings
+
+
+@torch.no_grad()
+def translate_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """(n, H, W) frames in [0, 1] -> (n, H, W) translations in [0, 1], each frame whole."""
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    out = np.empty(frames.shape, dtype=np.float32)
+    for start in range(0, len(frames), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size]))
+        out[start : start + len(batch)] = _translate(network, batch[:, None].float().to(device))
+    network.train(was_training)
+    return out
+
+
+def _translate(network: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """(n, 1, H, W) in [0, 1] -> (n, H, W) in [0, 1], padded by reflection to the network's
+    multiple and cropped back."""
+    multiple = 2**network.n_downsampling
+    h, w = images.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    x = images * 2 - 1
+    if pad_h or pad_w:
+        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    y = network(x)[..., :h, :w]
+    return ((y.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy()
