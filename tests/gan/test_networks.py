@@ -49,7 +49,8 @@ def test_attention_masks_sum_to_one_and_background_returns_the_input():
     net = AttentionGenerator(ngf=8, n_blocks=1, n_content=3)
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     out, content, attention = net.parts(x)
-    assert content.shape == (2, 3, 32, 32) and attention.shape == (2, 4, 32, 32)
+    assert out.shape == x.shape and content.shape == (2, 3, 32, 32)
+    assert attention.shape == (2, 4, 32, 32)
     torch.testing.assert_close(attention.sum(1), torch.ones(2, 32, 32))
     head = net.attention[-1]  # the 1 x 1 convolution to the masks
     with torch.no_grad():
