@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import curate, evaluate, phantom, phase, readerstudy, sample, train
+from angiosynth.cli import curate, evaluate, phantom, phase, readerstudy, sample, train, translate
 
 app = typer.Typer(
     name="angiosynth",
-    help="Synthetic X-ray angiography: DSA phantom, curation, latent diffusion, evaluation, "
-    "reader studies.",
+    help="Synthetic X-ray angiography: DSA phantom, curation, latent diffusion, contrast-free "
+    "translation, evaluation, reader studies.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -21,6 +21,7 @@ app.command("curate")(curate.curate_command)
 app.add_typer(phase.app, name="phase")
 app.add_typer(train.app, name="train")
 app.command("sample")(sample.sample_command)
+app.command("translate")(translate.translate_command)
 app.add_typer(readerstudy.app, name="reader-study")
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("fid")(evaluate.fid_command)

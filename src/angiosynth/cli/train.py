@@ -1,4 +1,5 @@
-"""`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5)."""
+"""`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5), and
+the contrast-free translation methods (CycleGAN, AttentionGAN, CUT)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from angiosynth.cli._common import echo_above_bar, one_line_errors, progress_bar
 from angiosynth.config import LDMConfig, load_config
 
 app = typer.Typer(
-    help="Train the autoencoder (`vae`) and the latent diffusion model (`ldm`).",
+    help="Train the autoencoder (`vae`), the latent diffusion model (`ldm`) and a "
+    "contrast-free translation method (`translate`).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -112,3 +114,67 @@ def ldm_command(
         f"latent diffusion model: {out} ({result.steps} steps, last loss "
         f"{result.final_loss:.4f}, {result.seconds:.0f} s)"
     )
+
+
+@app.command("translate")
+@one_line_errors
+def translate_command(
+    data: Path = typer.Argument(None, help="A curated dataset (with native frames and "
+                                "arterial.parquet) or an XCAD folder; or give --x and --y."),
+    method: str = typer.Option(..., "--method", "-m",
+                               help="cyclegan, attentiongan or cut."),
+    config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
+                                help="YAML configuration [default: the published settings, "
+                                "configs/translate-paper.yaml]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    x: Path = typer.Option(None, "--x", help="Folder of non-contrast images (with --y)."),
+    y: Path = typer.Option(None, "--y", help="Folder of angiograms (with --x)."),
+    split: str = typer.Option("train", "--split", help="Split of a curated dataset to train on."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override train.max_steps."),
+    seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in OUT."),
+) -> None:  # fmt: skip
+    """Train a translation method from non-contrast X-ray (x) to angiograms (y), unpaired.
+
+    DATA is a curated dataset (x = the native mask frames of the split, y = its native
+    arterial-phase frames), an XCAD folder (train/trainC = x, train/trainB = y), or two plain
+    folders given with `--x` and `--y`. Images are single-channel, 8 or 16 bit, kept in float
+    end to end.
+
+    The networks learn on random crops (`data.crop_size`) and translate whole frames (fully
+    convolutional). CycleGAN: two ResNet generators, two PatchGANs, LSGAN, cycle and identity
+    losses, an image pool. AttentionGAN (scheme II): CycleGAN with attention generators.
+    CUT: one generator, PatchNCE. Adam 2e-4 (0.5, 0.999), constant then linearly decaying lr.
+
+    Checkpoints (every `train.checkpoint_every` steps) hold networks, optimisers, LR schedules,
+    image pools and RNG states; `--resume` continues exactly. A warning is printed when the
+    discriminators' loss stays near 0. The same command runs on N GPUs with `accelerate launch
+    -m angiosynth.cli.main train translate ...`; `train.mixed_precision` selects bf16/fp16.
+
+    Writes OUT/config.yaml, generator/, samples/, checkpoints/, log.jsonl, metrics.json.
+    """
+    from angiosynth.config import TranslateConfig
+    from angiosynth.data.translation import load_translation_data
+    from angiosynth.errors import OptionError
+    from angiosynth.training.translate import train_translation
+
+    if (x is None) != (y is None):
+        raise OptionError("give both --x and --y (folders of non-contrast images and angiograms)")
+    if (data is None) == (x is None):
+        raise OptionError("give DATA (a curated dataset or an XCAD folder) or --x and --y")
+    cfg = TranslateConfig() if config is None else load_config(config, TranslateConfig)
+    updates = {k: v for k, v in (("max_steps", max_steps), ("seed", seed)) if v is not None}
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
+    domains = load_translation_data(data, x, y, split)
+    result = train_translation(domains, method, cfg, out, progress_bar, _print_log, overwrite,
+                               resume=resume)  # fmt: skip
+    typer.echo(
+        f"{method}: {out}/generator ({result.steps} steps, {result.seconds_per_step:.3f} s per "
+        f"step, {result.seconds:.0f} s; samples in {out}/samples)"
+    )
+
+
+def _print_log(record: dict) -> None:
+    if "warning" in record:
+        echo_above_bar(f"warning: {record['warning']}")

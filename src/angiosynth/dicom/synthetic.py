@@ -182,13 +182,13 @@ def _build_dataset(image: np.ndarray, info: SyntheticImageInfo) -> Dataset:
     """Assembles the complete Secondary Capture dataset, file meta included."""
     ds = Dataset()
     _add_sop_common(ds, info)
-    _add_patient(ds)
+    add_synthetic_patient(ds)
     _add_study(ds, info)
     _add_series(ds, info)
     _add_equipment(ds, info)
     _add_image(ds, info)
     add_image_pixel(ds, image, bits_stored=8 * image.dtype.itemsize)
-    _add_voi_lut(ds, image)
+    add_voi_lut(ds, image)
     ds.file_meta = file_meta(SecondaryCaptureImageStorage, info.sop_instance_uid)
     return ds
 
@@ -204,7 +204,7 @@ def _add_sop_common(ds: Dataset, info: SyntheticImageInfo) -> None:
     )
 
 
-def _add_patient(ds: Dataset) -> None:
+def add_synthetic_patient(ds: Dataset) -> None:
     """Patient module: an obviously synthetic identity, birth date and sex empty."""
     ds.PatientName = PATIENT_NAME
     ds.PatientID = PATIENT_ID
@@ -294,7 +294,7 @@ def _derivation(info: SyntheticImageInfo) -> str:
     )
 
 
-def _add_voi_lut(ds: Dataset, image: np.ndarray) -> None:
+def add_voi_lut(ds: Dataset, image: np.ndarray) -> None:
     """VOI LUT module: a linear window mapping exactly the image's min..max to the output range.
 
     With the LINEAR function of PS3.3 C.11.2.1.2.1, center (low + high + 1) / 2 and width

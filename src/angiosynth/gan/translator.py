@@ -80,6 +80,26 @@ def load_translator(run: Path) -> tuple[nn.Module, dict]:
     return network.eval(), settings
 
 
+def resize_to(images: torch.Tensor, side: int | None) -> torch.Tensor:
+    """(n, 1, H, W) images with their shorter side resized to `side` (None: unchanged)."""
+    if side is None or min(images.shape[-2:]) == side:
+        return images
+    scale = side / min(images.shape[-2:])
+    size = (round(images.shape[-2] * scale), round(images.shape[-1] * scale))
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def translate_frame(network: nn.Module, frame: np.ndarray, image_size: int | None) -> np.ndarray:
+    """(H, W) frame in [0, 1] -> its (H, W) translation: at the scale the network was trained
+    at (shorter side `image_size`, None: as it is), then back to the frame's size."""
+    image = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None]
+    scaled = resize_to(image, image_size)
+    out = torch.from_numpy(translate_batch(network, scaled[:, 0].numpy()))[:, None]
+    if out.shape[-2:] != image.shape[-2:]:
+        out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", antialias=True)
+    return out[0, 0].clamp(0, 1).numpy()
+
+
 @torch.no_grad()
 def translate_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """(n, H, W) frames in [0, 1] -> (n, H, W) translations in [0, 1], each frame whole."""

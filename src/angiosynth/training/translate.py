@@ -33,18 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 
 from angiosynth.config import TranslateConfig
 from angiosynth.errors import OptionError
 from angiosynth.gan.losses import ImagePool, discriminator_loss
 from angiosynth.gan.methods import StepImages, TranslationMethod, judge
-from angiosynth.gan.translator import (
-    GENERATOR_DIR,
-    save_translator,
-    translate_batch,
-)
+from angiosynth.gan.translator import GENERATOR_DIR, resize_to, save_translator, translate_batch
 from angiosynth.progress import Progress
 from angiosynth.runfiles import LOG_FILE, METRICS_FILE, save_figure_atomic, write_json_atomic
 from angiosynth.training.batches import shuffled_positions, step_generator
@@ -186,15 +181,6 @@ class CropSampler:
                 crop = crop.flip(-1)
             out.append(crop)
         return torch.stack(out) * 2 - 1
-
-
-def resize_to(images: torch.Tensor, side: int | None) -> torch.Tensor:
-    """(n, 1, H, W) images with their shorter side resized to `side` (None: unchanged)."""
-    if side is None or min(images.shape[-2:]) == side:
-        return images
-    scale = side / min(images.shape[-2:])
-    size = (round(images.shape[-2] * scale), round(images.shape[-1] * scale))
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 class _TranslationFit:
