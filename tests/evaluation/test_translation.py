@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 from skimage.draw import line
+from typer.testing import CliRunner
 
+from angiosynth.cli.main import app
 from angiosynth.dicom.subtraction import dsa_display
 from angiosynth.evaluation import translation
 from angiosynth.evaluation.features import EvaluationError
@@ -27,6 +29,7 @@ from angiosynth.evaluation.translation import (
     vessel_map,
 )
 
+runner = CliRunner()
 SIZE = 64
 N = 8
 OPTIONS = TranslationEvalOptions(bootstrap=5, batch_size=8, device="cpu")
@@ -281,3 +284,41 @@ def test_translations_without_pairs_get_distribution_metrics_only(loaders, real_
     assert result["summary"][0]["dice"] is None
     assert (tmp_path / "eval" / "examples.png").exists()
     assert not (tmp_path / "eval" / "frames.parquet").exists()
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_needs_exactly_one_of_fake_and_translated(tmp_path):
+    base = ["evaluate", "--real", str(tmp_path), "--out", str(tmp_path / "e")]
+
+    both = runner.invoke(app, [*base, "--fake", str(tmp_path), "--translated", str(tmp_path)])
+    neither = runner.invoke(app, base)
+    view = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-model", "v"])
+    missing = runner.invoke(app, [*base, "--translated", str(tmp_path)])
+
+    for result in (both, neither, view, missing):
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "exactly one of --fake" in both.output and "exactly one of --fake" in neither.output
+    assert "--fake only" in view.output
+    assert "no translations.csv" in missing.output
+
+
+def test_real_features_are_cached_only_in_a_writable_folder(tmp_path):
+    assert translation._cache_dir(tmp_path) == tmp_path / "cache" / "features"
+    assert translation._cache_dir(tmp_path / "nowhere") is None
+
+
+def test_cli_prints_the_summary(loaders, real_dir, tmp_path):
+    pairs, _ = loaders
+    folder = write_translations(tmp_path / "t", pairs.contrast[:2])
+
+    result = runner.invoke(app, [
+        "evaluate", "--translated", str(folder), "--real", str(real_dir),
+        "--out", str(tmp_path / "e"), "--bootstrap", "5", "--device", "cpu",
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "truth (ceiling)" in result.output and "cl_dice" in result.output
+    assert "report:" in result.output and "warning: real angiograms: 8 samples" in result.output
+    assert "only 2 paired frames" in result.output
