@@ -77,6 +77,13 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     return write_small_archive(tmp_path_factory.mktemp("shared") / "archive")
 
 
+@pytest.fixture(scope="session")
+def pairs_archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    """The shared archive written again with `pairs=True` (pairs/*.npz beside the same files);
+    tests must not modify it."""
+    return write_small_archive(tmp_path_factory.mktemp("pairs") / "archive", pairs=True)
+
+
 # --- latent diffusion: a micro configuration, a dataset with arterial frames, trained runs ------
 
 
