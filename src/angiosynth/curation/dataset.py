@@ -105,14 +105,19 @@ class CuratedDataset:
         out[order] = data
         return out.astype(np.float32) / STORED_MAX
 
-    def _array(self, kind: str):
-        if kind not in ("dsa", "native"):
-            raise ValueError(f"kind must be 'dsa' or 'native', got {kind!r}")
-        if kind not in self._arrays:
+    def require_native(self) -> None:
+        """Raises DatasetError (one line: how to add them) when the dataset has no native frames."""
+        if not self.has_native:
             raise DatasetError(
                 f"{self.root}: has no native frames (curated before {NATIVE_FILE} was kept); "
                 "curate the archive again into a new dataset directory to add them"
             )
+
+    def _array(self, kind: str):
+        if kind not in ("dsa", "native"):
+            raise ValueError(f"kind must be 'dsa' or 'native', got {kind!r}")
+        if kind == "native":
+            self.require_native()
         return self._arrays[kind]
 
     def arterial(self) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def decode_series(files: list[Path], size: int) -> DecodedSeries:
         raise DicomReadError(f"{files[0]}: instances of the series have different frame sizes")
     native = np.concatenate([p.frames for p in parts]) if len(parts) > 1 else first.frames
     display, masks, source = _subtract_and_window(native, first)
-    frames = _to_stored(_square_resize(display, size))
+    frames = _to_stored(square_resize(display, size))
     if first.already_subtracted:
         return DecodedSeries(frames=frames, mask_frames=masks, dsa_source=source)
     log = log_exposure(native, first.intensity_relationship, first.intensity_sign)
@@ -101,7 +101,7 @@ def stored_native(
     Returns:
         (F, size, size) uint16 frames in [0, STORED_MAX].
     """
-    return _to_stored(_square_resize(native_display(log_frames, window, shutter), size))
+    return _to_stored(square_resize(native_display(log_frames, window, shutter), size))
 
 
 def _subtract_and_window(native: np.ndarray, first: XASeries):
@@ -123,7 +123,7 @@ def _subtract_and_window(native: np.ndarray, first: XASeries):
     return dsa_display(dsa, first.shutter), masks, source
 
 
-def _square_resize(frames: np.ndarray, size: int) -> np.ndarray:
+def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
     """Pads (F, H, W) frames with black to a square and resizes each to (size, size)."""
     _, h, w = frames.shape
     side = max(h, w)
