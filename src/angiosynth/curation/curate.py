@@ -329,7 +329,7 @@ class _State:
         )
 
     def commit(self) -> None:
-        """Replaces the tables with everything added so far (the array is already written)."""
+        """Replaces the tables with everything added so far (the arrays are already written)."""
         if self._new_frames:
             self.frames = pd.concat([self.frames, *self._new_frames], ignore_index=True)
         if self._new_series:
