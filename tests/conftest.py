@@ -77,6 +77,40 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     return write_small_archive(tmp_path_factory.mktemp("shared") / "archive")
 
 
+@pytest.fixture(scope="session")
+def pairs_archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    """The shared archive written again with `pairs=True` (pairs/*.npz beside the same files);
+    tests must not modify it."""
+    return write_small_archive(tmp_path_factory.mktemp("pairs") / "archive", pairs=True)
+
+
+@dataclass(frozen=True)
+class PairsDataset:
+    """`pairs_archive` curated at 64 px with the fixed key (one patient in train, one in test),
+    its arterial.parquet the phantom's true arterial frames (in curation's splits)."""
+
+    archive: Archive
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def pairs_dataset(pairs_archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> PairsDataset:
+    """The curated pairs archive; tests must not modify it (copy it first)."""
+    from angiosynth.curation.arterial import arterial_table
+    from angiosynth.curation.curate import CurateOptions, curate
+    from angiosynth.curation.rules import DEFAULT_RULES
+
+    base = tmp_path_factory.mktemp("pairs-dataset")
+    root = base / "dataset"
+    options = CurateOptions(size=64, key_file=write_key(base / "dataset.key"))
+    curate(pairs_archive.root / "dicom", root, DEFAULT_RULES, options)
+    frames = pd.read_parquet(root / "frames.parquet")
+    truth = pairs_archive.truth[pairs_archive.truth["is_arterial"]]
+    rows = frames.merge(truth[["series_uid", "frame_index"]], on=["series_uid", "frame_index"])
+    arterial_table(rows.assign(probability=1.0)).to_parquet(root / "arterial.parquet")
+    return PairsDataset(pairs_archive, root)
+
+
 # --- latent diffusion: a micro configuration, a dataset with arterial frames, trained runs ------
 
 

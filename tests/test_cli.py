@@ -34,7 +34,7 @@ def test_help_lists_the_commands_and_options() -> None:
     assert "phantom" in top.output and "--version" in top.output
     assert sub.exit_code == 0, sub.output
     for option in ("--patients", "--seed", "--workers", "--size", "--config", "--preview",
-                   "--overwrite"):  # fmt: skip
+                   "--overwrite", "--pairs"):  # fmt: skip
         assert option in sub.output, option
 
 
@@ -66,6 +66,18 @@ def test_phantom_writes_an_archive_and_reports_view_counts(written) -> None:
     counts = manifest["arterial_frames_per_view"]
     line = next(x for x in stdout.splitlines() if x.startswith("arterial frames per view:"))
     assert line == "arterial frames per view: " + ", ".join(f"{v}: {counts[v]}" for v in VIEWS)
+
+
+def test_pairs_option_writes_a_twin_file_per_series(tmp_path: Path) -> None:
+    out = tmp_path / "archive"
+
+    result = runner.invoke(app, ["phantom", str(out), "-n", "1", "--size", "64", "--pairs"])
+
+    assert result.exit_code == 0, result.output
+    truth = pd.read_parquet(out / "ground_truth.parquet")
+    names = {p.stem for p in (out / "pairs").glob("*.npz")}
+    assert names == set(truth["series_uid"]) and len(names) > 0
+    assert json.loads((out / "manifest.json").read_text())["pairs"] is True
 
 
 def test_preview_is_a_png(written) -> None:

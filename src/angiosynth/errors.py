@@ -24,3 +24,8 @@ class InputNotFoundError(AngiosynthError, FileNotFoundError):
 
 class OptionError(AngiosynthError, ValueError):
     """An option's value is out of range or names something unknown."""
+
+
+class DataError(AngiosynthError, ValueError):
+    """An image, or a folder of images, cannot be used as it is (unreadable, wrong layout,
+    mixed sizes); the message names the file or folder."""

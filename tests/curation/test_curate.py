@@ -272,9 +272,9 @@ def test_invalid_mask_frame_number_does_not_abort_the_run(curated, tmp_path) -> 
 # --------------------------------------------------------------------------- resuming
 
 
-def _stored(root: Path) -> int:
-    """Frames in DATASET/frames.zarr, committed or not."""
-    return int(zarr.open_array(root / "frames.zarr", mode="r").shape[0])
+def _stored(root: Path, name: str = "frames.zarr") -> int:
+    """Frames in DATASET/frames.zarr (or native.zarr), committed or not."""
+    return int(zarr.open_array(root / name, mode="r").shape[0])
 
 
 def _copy_dataset(curated, dest: Path) -> Path:
@@ -285,9 +285,10 @@ def _copy_dataset(curated, dest: Path) -> Path:
 def _assert_same_dataset(result: CuratedDataset, reference: CuratedDataset) -> None:
     pd.testing.assert_frame_equal(result.series, reference.series)
     pd.testing.assert_frame_equal(result.frames, reference.frames)
-    assert _stored(result.root) == len(result.frames)
+    assert _stored(result.root) == _stored(result.root, "native.zarr") == len(result.frames)
     ids = reference.frames["frame_id"].to_numpy()
     np.testing.assert_array_equal(result.read(ids), reference.read(ids))
+    np.testing.assert_array_equal(result.read(ids, "native"), reference.read(ids, "native"))
 
 
 def _count_decodes(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list:
@@ -359,6 +360,7 @@ def test_interrupted_run_resumes_to_the_same_dataset(
     decoded_frames = curated.dataset.series.dropna(subset=["dsa_source"])["n_frames"]
     # Frames are appended before their commit: they may be there without table rows.
     assert _stored(out) == decoded_frames.iloc[:interrupt_after].sum()
+    assert _stored(out, "native.zarr") == _stored(out)
     if (out / "frames.parquet").exists():  # what was committed is consistent
         partial = CuratedDataset(out)
         assert _stored(partial.root) >= len(partial.frames)
@@ -476,8 +478,8 @@ def test_no_original_identity_anywhere_in_the_dataset(curated, messy) -> None:
     for root in (curated.out, messy[0]):
         assert "PHANTOM" not in str(root).upper() and "PATIENT" not in str(root).upper()
         names = {p.name for p in root.iterdir()}
-        assert {"series.parquet", "frames.parquet", "frames.zarr", "skipped.csv", "report.md",
-                "report.html", "curation.json"} <= names  # fmt: skip
+        assert {"series.parquet", "frames.parquet", "frames.zarr", "native.zarr", "skipped.csv",
+                "report.md", "report.html", "curation.json"} <= names  # fmt: skip
 
         assert dataset_text_hits(root, IDENTITY_MARKERS) == []
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from angiosynth.dicom.subtraction import DISPLAY_BACKGROUND, dsa_display, log_subtract
+from angiosynth.dicom.subtraction import (
+    DISPLAY_BACKGROUND,
+    dsa_display,
+    log_exposure,
+    log_subtract,
+    native_display,
+    native_window,
+)
 
 
 def test_log_subtract_recovers_the_attenuation() -> None:
@@ -75,3 +82,25 @@ def test_dsa_display_without_shutter_or_contrast() -> None:
 
     np.testing.assert_allclose(flat, DISPLAY_BACKGROUND)
     assert np.all(strong == 0.0)  # clipped into [0, 1]
+
+
+def test_log_exposure_of_lin_and_log_values() -> None:
+    values = np.array([[[0.0, 1.0, 99.0]]])
+
+    np.testing.assert_allclose(log_exposure(values), np.log([[[1.0, 2.0, 100.0]]]), rtol=1e-6)
+    np.testing.assert_array_equal(log_exposure(values, "LOG", -1), -values)
+    assert log_exposure(values).dtype == np.float32
+
+
+def test_native_window_and_display_inside_the_shutter() -> None:
+    log = np.tile(np.linspace(0.0, 10.0, 20), (2, 20, 1)).astype(np.float32)
+    log[:, 0, :] = 100.0  # outside the shutter: ignored by the window
+    shutter = (1, 20, 2, 20)
+
+    low, high = native_window(log, shutter)
+    image = native_display(log, (low, high), shutter)
+
+    assert (low, high) == pytest.approx(tuple(np.percentile(log[:, 1:], [0.5, 99.5])))
+    assert np.all(image[:, 0] == 0.0) and image.dtype == np.float32
+    np.testing.assert_allclose(image[:, 1:], np.clip((log[:, 1:] - low) / (high - low), 0, 1))
+    assert native_window(np.full((3, 4, 4), 2.0)) == pytest.approx((2.0, 2.0), abs=1e-5)

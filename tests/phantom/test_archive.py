@@ -442,11 +442,11 @@ def test_patients_do_not_depend_on_archive_size(archive: Archive, single) -> Non
 def _fail_on_second_patient(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
-    def flaky(index, seed, config):
+    def flaky(index, seed, config, pairs=False):
         calls.append(index)
         if index == 1:
             raise RuntimeError("simulated crash on patient 2")
-        return simulate_patient(index, seed, config)
+        return simulate_patient(index, seed, config, pairs)
 
     monkeypatch.setattr(archive_module, "simulate_patient", flaky)
     return calls

@@ -47,8 +47,9 @@ def curate_command(
     Type, Plane Identification, then angle), C-arm angles and view (AC/PC x A/B within +-5°, else
     Others). Kept series are decoded (uncompressed, JPEG lossless, JPEG 2000, RLE), subtracted
     with their mask frames, windowed, resized and stored in OUT/frames.zarr, indexed by
-    OUT/frames.parquet. Unusable files go to OUT/skipped.csv; OUT/report.md shows the flow and
-    Table 1. Running again over the same archive resumes.
+    OUT/frames.parquet; their native (unsubtracted) frames go to OUT/native.zarr, same rows.
+    Unusable files go to OUT/skipped.csv; OUT/report.md shows the flow and Table 1. Running
+    again over the same archive resumes.
     """
     circulation_rules = load_rules(rules)
     options = CurateOptions(size=size, workers=workers, seed=seed, key_file=key_file)

@@ -33,6 +33,12 @@ def phantom(
         None, "--config", exists=True, dir_okay=False, help="YAML file with a `phantom:` section."
     ),
     preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png."),
+    pairs: bool = typer.Option(
+        False,
+        "--pairs",
+        help="Also write OUT/pairs/*.npz: every frame rendered again without contrast (same "
+        "anatomy, motion and noise), exact pairs for contrast-free translation.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
 ) -> None:
     """Simulate a biplane cerebral DSA archive and write it as DICOM XA files.
@@ -41,7 +47,8 @@ def phantom(
     (ECA, common carotid, arch, unlabelled) injections, each a biplane run (Plane A ~0/0,
     Plane B ~-90/0, about half oblique). Beside the DICOM files: ground_truth.parquet (one row
     per frame: phase, circulation, plane, angles), masks/*.npz (vessel masks with
-    proximal/medium/peripheral/venous labels), annotations.csv and manifest.json.
+    proximal/medium/peripheral/venous labels), annotations.csv and manifest.json; with
+    --pairs also pairs/*.npz (no-contrast twins of the frames and the shutter).
     """
     settings = load_config(config, PhantomConfig, "phantom") if config else _DEFAULTS
     if size is not None:
@@ -55,6 +62,7 @@ def phantom(
         workers=workers,
         overwrite=overwrite,
         progress=progress_bar,
+        pairs=pairs,
     )
     typer.echo(
         f"wrote {summary.n_series} series ({summary.n_frames} frames, "

@@ -2,9 +2,9 @@
 
 Steps: find files -> read headers (pixel data deferred) -> group by Series Instance UID -> label
 each series (circulation by rules, plane, angles, view, pseudonymised patient, split) -> decode
-the kept series into windowed DSA frames -> append to frames.zarr and commit the tables. Bad files
-are listed in skipped.csv and the run goes on. A second run over the same archive resumes: series
-already in series.parquet are not decoded again.
+the kept series into windowed DSA frames and native frames -> append to frames.zarr and
+native.zarr and commit the tables. Bad files are listed in skipped.csv and the run goes on. A
+second run over the same archive resumes: series already in series.parquet are not decoded again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from angiosynth.conditions import canonical_view
 from angiosynth.curation import report
 from angiosynth.curation.dataset import (
     FRAMES_FILE,
+    NATIVE_FILE,
     SERIES_FILE,
     SETTINGS_FILE,
     SKIPPED_FILE,
@@ -88,7 +89,8 @@ def curate(
     Raises:
         InputNotFoundError: `archive` is not a folder.
         OptionError: a size below 16.
-        DatasetError: `out` was curated with other rules, size or seed.
+        DatasetError: `out` was curated with other rules, size or seed, or before native frames
+            were kept.
     """
     archive, out = Path(archive), Path(out)
     if not archive.is_dir():
@@ -251,7 +253,13 @@ class _State:
         skipped_path = out / SKIPPED_FILE
         self.skipped = pd.read_csv(skipped_path) if skipped_path.exists() else pd.DataFrame()
         self.done = set(self.series["series_uid"]) if len(self.series) else set()
+        if len(self.frames) and not (out / NATIVE_FILE).exists():
+            raise DatasetError(
+                f"{out}: was curated before native frames were kept (no {NATIVE_FILE}); "
+                "curate the archive again into a new dataset directory to add them"
+            )
         self.array = self._open_array(out / ZARR_FILE, size, len(self.frames))
+        self.native = self._open_array(out / NATIVE_FILE, size, len(self.frames))
         self._new_series: list[dict] = []
         self._new_frames: list[pd.DataFrame] = []
         self._new_skipped: list[dict] = []
@@ -266,7 +274,12 @@ class _State:
                     f"{path}: stores {array.shape[1]}x{array.shape[2]} frames; "
                     f"resume with --size {array.shape[1]} or use a new dataset directory"
                 )
-            if array.shape[0] != committed:  # frames of an interrupted run: drop them
+            if array.shape[0] < committed:
+                raise DatasetError(
+                    f"{path}: holds {array.shape[0]} frames but {FRAMES_FILE} lists {committed}; "
+                    "curate again into a new dataset directory"
+                )
+            if array.shape[0] > committed:  # frames of an interrupted run: drop them
                 array.resize((committed, size, size))
             return array
         return zarr.create_array(
@@ -297,7 +310,8 @@ class _State:
         self._new_series.extend(rows)
 
     def add_decoded(self, row: dict, headers: list[Header], result) -> None:
-        """Appends a decoded series' frames to the array, or records why it failed."""
+        """Appends a decoded series' DSA and native frames to the arrays (zeros as native
+        frames of an already-subtracted series), or records why it failed."""
         if isinstance(result, str):
             row = {**row, "circulation": "excluded", "excluded_reason": f"undecodable: {result}"}
             for h in headers:
@@ -306,11 +320,16 @@ class _State:
             return
         start = int(self.array.shape[0])
         self.array.append(result.frames, axis=0)
+        native = result.native if result.native is not None else np.zeros_like(result.frames)
+        self.native.append(native, axis=0)
         self._new_frames.append(_frame_rows(row, headers, result, start))
-        self._new_series.append({**row, "dsa_source": result.dsa_source})
+        low, high = result.native_window or (np.nan, np.nan)
+        self._new_series.append(
+            {**row, "dsa_source": result.dsa_source, "native_low": low, "native_high": high}
+        )
 
     def commit(self) -> None:
-        """Replaces the tables with everything added so far (the array is already written)."""
+        """Replaces the tables with everything added so far (the arrays are already written)."""
         if self._new_frames:
             self.frames = pd.concat([self.frames, *self._new_frames], ignore_index=True)
         if self._new_series:
@@ -333,11 +352,11 @@ SERIES_COLUMNS = [
     "series_uid", "study_uid", "patient_id", "split", "description", "protocol_name",
     "circulation", "plane", "plane_source", "primary_angle", "secondary_angle", "view",
     "n_frames", "frame_time_ms", "n_files", "sop_class", "transfer_syntax", "dsa_source",
-    "excluded_reason",
+    "native_low", "native_high", "excluded_reason",
 ]  # fmt: skip
 FRAME_COLUMNS = [
     "frame_id", "series_uid", "patient_id", "split", "circulation", "plane", "frame_index",
-    "time_s", "primary_angle", "secondary_angle", "view", "is_mask",
+    "time_s", "primary_angle", "secondary_angle", "view", "is_mask", "has_native",
 ]  # fmt: skip
 
 
@@ -374,6 +393,7 @@ def _frame_rows(row: dict, headers: list[Header], decoded, start: int) -> pd.Dat
             "secondary_angle": secondary[:n],
             "view": views,
             "is_mask": np.isin(np.arange(1, n + 1), decoded.mask_frames),
+            "has_native": decoded.native is not None,
         }
     )
 

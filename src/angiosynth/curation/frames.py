@@ -1,4 +1,4 @@
-"""Decoding one series into windowed, resized DSA frames.
+"""Decoding one series into windowed, resized DSA frames and native frames.
 
 DSA, by what the files say (recorded per series as `dsa_source`):
 - ``as_is``: Image Type names a subtraction; frames are windowed between their 0.5th and 99.5th
@@ -10,6 +10,13 @@ DSA, by what the files say (recorded per series as `dsa_source`):
 Subtracted frames are windowed with one scale per series (the 99.5th percentile of the series'
 contrast inside the shutter), so frames without contrast stay empty, then shown as vessels dark on
 a grey background with black outside the shutter, padded to a square and resized.
+
+Native frames (the unsubtracted frames, the two domains of contrast-free translation: mask frames
+are non-contrast X-ray, later frames angiograms) are kept beside them as log exposure (log(v + 1)
+of LIN values, sign * v of LOG values), windowed with one window per series (the 0.5th and 99.5th
+percentiles inside the shutter, recorded as `native_window`) so brighter = more exposure, black
+outside the shutter, and padded and resized exactly like the DSA frames. Already-subtracted
+series have no native frames.
 """
 
 from __future__ import annotations
@@ -20,7 +27,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from angiosynth.dicom.subtraction import dsa_display, log_subtract, shutter_mask
+from angiosynth.dicom.subtraction import (
+    dsa_display,
+    log_exposure,
+    log_subtract,
+    native_display,
+    native_window,
+    shutter_mask,
+)
 from angiosynth.dicom.xa import DicomReadError, XASeries, read_xa
 
 #: Stored frames are uint16: [0, 1] maps to [0, STORED_MAX].
@@ -35,15 +49,20 @@ class DecodedSeries:
         frames: (F, size, size) uint16 windowed DSA frames.
         mask_frames: 1-based mask frame numbers used (empty for as_is).
         dsa_source: as_is, mask or first_frame.
+        native: (F, size, size) uint16 windowed log-exposure native frames, or None (as_is).
+        native_window: (low, high) log exposure shown black and white in `native`, or None.
     """
 
     frames: np.ndarray
     mask_frames: tuple[int, ...]
     dsa_source: str
+    native: np.ndarray | None = None
+    native_window: tuple[float, float] | None = None
 
 
 def decode_series(files: list[Path], size: int) -> DecodedSeries:
-    """Reads the files of one series (in instance order) and returns its windowed DSA frames.
+    """Reads the files of one series (in instance order) and returns its windowed DSA frames
+    and native frames.
 
     Raises:
         DicomReadError: when pixel data cannot be decoded or the frames do not match.
@@ -55,8 +74,34 @@ def decode_series(files: list[Path], size: int) -> DecodedSeries:
         raise DicomReadError(f"{files[0]}: instances of the series have different frame sizes")
     native = np.concatenate([p.frames for p in parts]) if len(parts) > 1 else first.frames
     display, masks, source = _subtract_and_window(native, first)
-    return DecodedSeries(frames=_to_stored(_square_resize(display, size)), mask_frames=masks,
-                         dsa_source=source)  # fmt: skip
+    frames = _to_stored(square_resize(display, size))
+    if first.already_subtracted:
+        return DecodedSeries(frames=frames, mask_frames=masks, dsa_source=source)
+    log = log_exposure(native, first.intensity_relationship, first.intensity_sign)
+    window = native_window(log, first.shutter)
+    stored = stored_native(log, window, first.shutter, size)
+    return DecodedSeries(frames=frames, mask_frames=masks, dsa_source=source, native=stored,
+                         native_window=window)  # fmt: skip
+
+
+def stored_native(
+    log_frames: np.ndarray,
+    window: tuple[float, float],
+    shutter: tuple[int, int, int, int] | None,
+    size: int,
+) -> np.ndarray:
+    """Native frames as curation stores them: windowed, padded, resized, uint16.
+
+    Args:
+        log_frames: (F, H, W) log exposure (`dicom.subtraction.log_exposure`).
+        window: (low, high) window of the series (`dicom.subtraction.native_window`).
+        shutter: 1-based (left, right, upper, lower) edges, or None; black outside.
+        size: side of the stored square frames.
+
+    Returns:
+        (F, size, size) uint16 frames in [0, STORED_MAX].
+    """
+    return _to_stored(square_resize(native_display(log_frames, window, shutter), size))
 
 
 def _subtract_and_window(native: np.ndarray, first: XASeries):
@@ -78,7 +123,7 @@ def _subtract_and_window(native: np.ndarray, first: XASeries):
     return dsa_display(dsa, first.shutter), masks, source
 
 
-def _square_resize(frames: np.ndarray, size: int) -> np.ndarray:
+def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
     """Pads (F, H, W) frames with black to a square and resizes each to (size, size)."""
     _, h, w = frames.shape
     side = max(h, w)

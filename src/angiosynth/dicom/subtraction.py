@@ -1,4 +1,5 @@
-"""Digital subtraction: log subtraction of the mask and display windowing of DSA frames."""
+"""Digital subtraction: log subtraction of the mask and display windowing of DSA frames; the
+log-exposure display of the native (unsubtracted) frames."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import numpy as np
 
 #: Grey level of the subtracted background in displayed DSA (vessels are darker).
 DISPLAY_BACKGROUND = 0.6
+#: Percentiles of a series' log exposure inside the shutter that map to black and white.
+NATIVE_PERCENTILES = (0.5, 99.5)
 
 
 def log_subtract(frames: np.ndarray, mask_frames: tuple[int, ...]) -> np.ndarray:
@@ -62,3 +65,61 @@ def dsa_display(
     scale = max(float(np.percentile(values, percentile)) if values.size else 0.0, 1e-3)
     image = np.clip(DISPLAY_BACKGROUND * (1.0 - dsa / scale), 0.0, 1.0)
     return np.where(inside, image, 0.0).astype(np.float32)
+
+
+def log_exposure(frames: np.ndarray, relationship: str = "LIN", sign: int = 1) -> np.ndarray:
+    """Native frames as log exposure, higher = more exposure (as `log_subtract` reads them).
+
+    Args:
+        frames: (F, H, W) stored native pixel values.
+        relationship: Pixel Intensity Relationship: "LOG" values are logarithmic already and
+            are only multiplied by `sign`; anything else is taken as linear in exposure (LIN) and
+            becomes log(value + 1).
+        sign: Pixel Intensity Relationship Sign of LOG values (+1: higher = more exposure).
+
+    Returns:
+        (F, H, W) float32 log exposure.
+    """
+    values = np.asarray(frames, dtype=np.float32)
+    if relationship == "LOG":
+        return (sign * values).astype(np.float32)
+    return np.log(values + np.float32(1.0))
+
+
+def native_window(
+    log_frames: np.ndarray, shutter: tuple[int, int, int, int] | None = None
+) -> tuple[float, float]:
+    """The display window of a series: NATIVE_PERCENTILES of its log exposure inside the shutter.
+
+    Args:
+        log_frames: (F, H, W) log exposure of all frames of the series (or (H, W)).
+        shutter: optional 1-based (left, right, upper, lower) edges.
+
+    Returns:
+        (low, high) log exposure shown black and white (high > low).
+    """
+    values = log_frames[..., shutter_mask(log_frames.shape[-2:], shutter)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, NATIVE_PERCENTILES))
+    return low, max(high, low + 1e-6)
+
+
+def native_display(
+    log_frames: np.ndarray,
+    window: tuple[float, float],
+    shutter: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Windows native frames like an X-ray display: brighter = more exposure, values in [0, 1].
+
+    Args:
+        log_frames: (H, W) or (F, H, W) log exposure (`log_exposure`).
+        window: (low, high) log exposure mapped to 0 and 1 (`native_window` of the series).
+        shutter: optional 1-based (left, right, upper, lower) edges; outside is black.
+
+    Returns:
+        float32 image(s) in [0, 1] of the input's shape; contrast-filled vessels are dark.
+    """
+    low, high = window
+    image = np.clip((log_frames - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
+    return np.where(shutter_mask(log_frames.shape[-2:], shutter), image, 0.0).astype(np.float32)

@@ -5,10 +5,19 @@ Layout of an archive directory::
     OUT/
       dicom/<PatientID>/STUDY<k>/SER<nnn>.dcm   one multi-frame XA file per series (plane)
       masks/<SeriesInstanceUID>.npz             `labels`: (F, H, W) uint8 vessel masks
+      pairs/<SeriesInstanceUID>.npz             only with `pairs`: `noncontrast` (F, H, W) uint16,
+                                                each frame's no-contrast twin (same anatomy,
+                                                motion, collimation and noise draw), `shutter`
+                                                (4,) int 1-based (left, right, upper, lower)
       ground_truth.parquet                      one row per frame
       annotations.csv                           representative arterial frame of some series
       manifest.json                             seed, configuration, counts, version
       preview.png                               optional contact sheet
+
+The twins in pairs/ give exact pairs for contrast-free translation: a frame and its twin differ
+only by the contrast (simulate.py); the mask frames equal their twins. Writing pairs changes
+nothing else in the archive (the DICOM pixel data, masks and ground truth stay byte-identical),
+except that manifest.json records `"pairs": true`.
 
 The whole archive is written under a hidden staging directory next to OUT and renamed into place
 at the end (`runfiles.atomic_directory`), so an interrupted run never leaves a half-written
@@ -66,6 +75,7 @@ def write_archive(
     workers: int = 1,
     overwrite: bool = False,
     progress: Progress | None = None,
+    pairs: bool = False,
 ) -> ArchiveSummary:
     """Simulates `n_patients` patients and writes the archive to `out` atomically.
 
@@ -77,6 +87,7 @@ def write_archive(
         workers: processes simulating patients in parallel.
         overwrite: replace an existing non-empty `out`.
         progress: optional progress callback over the patients (e.g. a progress bar).
+        pairs: also write pairs/<SeriesInstanceUID>.npz, the no-contrast twins of every frame.
 
     Raises:
         OptionError: fewer than 1 patient or worker.
@@ -90,19 +101,19 @@ def write_archive(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ArchiveExistsError(f"{out} exists and is not empty; use --overwrite to replace it")
     with atomic_directory(out) as staging:
-        rows = _simulate_all(staging, n_patients, seed, config, workers, progress)
+        rows = _simulate_all(staging, n_patients, seed, config, workers, progress, pairs)
         truth = pd.DataFrame(rows)
         truth.to_parquet(staging / "ground_truth.parquet", index=False)
         _annotations(truth, seed, config.annotate_share).to_csv(
             staging / "annotations.csv", index=False
         )
         summary = _summary(out, truth, n_patients)
-        _write_manifest(staging, seed, config, summary)
+        _write_manifest(staging, seed, config, summary, pairs)
     return summary
 
 
-def _simulate_all(staging, n_patients, seed, config, workers, progress) -> list[dict]:
-    jobs = [(i, seed, config, staging) for i in range(n_patients)]
+def _simulate_all(staging, n_patients, seed, config, workers, progress, pairs) -> list[dict]:
+    jobs = [(i, seed, config, staging, pairs) for i in range(n_patients)]
     rows: list[dict] = []
     if workers == 1:
         for job in tracked(map(_patient_job, jobs), n_patients, "phantom", progress):
@@ -114,9 +125,9 @@ def _simulate_all(staging, n_patients, seed, config, workers, progress) -> list[
     return rows
 
 
-def _patient_job(args: tuple[int, int, PhantomConfig, Path]) -> list[dict]:
-    index, seed, config, staging = args
-    return write_patient(simulate_patient(index, seed, config), seed, config, staging)
+def _patient_job(args: tuple[int, int, PhantomConfig, Path, bool]) -> list[dict]:
+    index, seed, config, staging, pairs = args
+    return write_patient(simulate_patient(index, seed, config, pairs), seed, config, staging)
 
 
 _UID_NAMESPACE = uuid.UUID("6f1c7a52-3d0e-5b8e-9a4c-2f7d1e0b8c31")
@@ -130,7 +141,8 @@ def _uid(seed: int, *parts: object) -> str:
 def write_patient(
     sim: PatientSimulation, seed: int, config: PhantomConfig, root: Path
 ) -> list[dict]:
-    """Writes the DICOM files and masks of one simulated patient; returns ground-truth rows."""
+    """Writes the DICOM files, masks and (when simulated) pairs of one patient; returns
+    ground-truth rows."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim.index, 1)))
     patient_id = f"PHANTOM{sim.index + 1:05d}"
     birth = date(1940, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 55)))
@@ -199,7 +211,11 @@ def _write_run(run: RunResult, r, common, started, seed, index, k, config, root)
             other_plane_sop_instance_uid=other[geom.plane],
         )
         write_xa_series(root / rel, plane.frames, info, bits_stored=config.bits_stored)
-        _save_masks(root / "masks" / f"{series_uid}.npz", plane.labels)
+        _save_npz(root / "masks" / f"{series_uid}.npz", labels=plane.labels)
+        if plane.noncontrast is not None:
+            shutter = np.asarray(plane.shutter, dtype=np.int64)
+            _save_npz(root / "pairs" / f"{series_uid}.npz", noncontrast=plane.noncontrast,
+                      shutter=shutter)  # fmt: skip
         circulation = CIRCULATION_OF[plan.injection]
         view = canonical_view(circulation, geom.plane, geom.primary, geom.secondary)
         for i, t in enumerate(run.times_s):
@@ -232,15 +248,16 @@ def _write_run(run: RunResult, r, common, started, seed, index, k, config, root)
     return rows
 
 
-def _save_masks(path: Path, labels: np.ndarray) -> None:
-    """Writes `labels` as a compressed .npz (fast deflate level), atomically."""
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Writes named arrays as a compressed .npz (fast deflate level), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with (
         atomic_path(path) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
-        archive.open("labels.npy", "w", force_zip64=True) as member,
     ):
-        np.lib.format.write_array(member, np.ascontiguousarray(labels))
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array))
 
 
 def _annotations(truth: pd.DataFrame, seed: int, share: float) -> pd.DataFrame:
@@ -275,7 +292,7 @@ def _summary(out: Path, truth: pd.DataFrame, n_patients: int) -> ArchiveSummary:
 
 
 def _write_manifest(
-    staging: Path, seed: int, config: PhantomConfig, summary: ArchiveSummary
+    staging: Path, seed: int, config: PhantomConfig, summary: ArchiveSummary, pairs: bool
 ) -> None:
     manifest = {
         "generator": "angiosynth phantom",
@@ -289,5 +306,6 @@ def _write_manifest(
         "arterial_frames": summary.n_arterial_frames,
         "arterial_frames_per_view": summary.frames_per_view,
         "synthetic": True,
+        "pairs": pairs,
     }
     write_json_atomic(staging / "manifest.json", manifest)

@@ -8,6 +8,12 @@ with L_iodine(t) the line integral of contrast concentration through arteries, t
 and veins. Quantum noise (Gaussian approximation of Poisson) is added to the counts, then the
 detector blurs them; stored values are linear in exposure (Pixel Intensity Relationship LIN), so a
 DSA frame is log(mask) - log(frame).
+
+With `pairs`, each frame also gets its no-contrast twin: the same exposure without the iodine term,
+with the same standard-normal noise draw scaled to the twin's own exposure. The twin reuses the
+frame's draw instead of drawing its own, so the random streams, and hence every written frame,
+mask and ground-truth row, are the same with and without pairs; frames before the bolus arrives
+(the mask frames) equal their twins exactly.
 """
 
 from __future__ import annotations
@@ -53,11 +59,13 @@ class PlaneResult:
         frames: (F, H, W) uint16 native frames.
         labels: (F, H, W) uint8 vessel masks with SegmentClass values (0 = background).
         shutter: (left, right, upper, lower) 1-based collimator edges.
+        noncontrast: (F, H, W) uint16 no-contrast twins of the frames, or None (without pairs).
     """
 
     frames: np.ndarray
     labels: np.ndarray
     shutter: tuple[int, int, int, int]
+    noncontrast: np.ndarray | None = None
 
 
 @dataclass
@@ -148,8 +156,13 @@ class TreeCache:
         raise ValueError(f"unknown injection kind {injection!r}")
 
 
-def simulate_patient(index: int, seed: int, config: PhantomConfig) -> PatientSimulation:
-    """Simulates all studies of patient `index` of an archive seeded with `seed`."""
+def simulate_patient(
+    index: int, seed: int, config: PhantomConfig, pairs: bool = False
+) -> PatientSimulation:
+    """Simulates all studies of patient `index` of an archive seeded with `seed`.
+
+    With `pairs`, every plane also holds the no-contrast twins of its frames (module docstring).
+    """
     seq = np.random.SeedSequence(seed, spawn_key=(index,))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 0)))
     patient = anatomy.Patient.sample(rng)
@@ -164,7 +177,7 @@ def simulate_patient(index: int, seed: int, config: PhantomConfig) -> PatientSim
         ]
         sim.runs.append(
             [
-                simulate_run(run, trees, head, detector, config, stream)
+                simulate_run(run, trees, head, detector, config, stream, pairs)
                 for run, stream in zip(study.runs, streams, strict=True)
             ]
         )
@@ -178,8 +191,9 @@ def simulate_run(
     detector: Detector,
     config: PhantomConfig,
     stream: np.random.SeedSequence,
+    pairs: bool = False,
 ) -> RunResult:
-    """Simulates both planes of one biplane run.
+    """Simulates both planes of one biplane run (with no-contrast twins when `pairs`).
 
     The bolus timing and each plane's noise draw from separate child streams of `stream`, so
     the phase truth of a run does not depend on the image size or on the other runs.
@@ -198,7 +212,7 @@ def simulate_run(
     opacity, phases = _phase_truth(times, bolus, arteries, veins)
     contrast = Contrast(arteries, veins, c_art, c_cap, c_ven)
     planes = [
-        _render_plane(geom, contrast, head, detector, config, np.random.default_rng(seq))
+        _render_plane(geom, contrast, head, detector, config, np.random.default_rng(seq), pairs)
         for geom, seq in zip(run.planes, plane_seqs, strict=True)
     ]
     return RunResult(plan=run, planes=planes, times_s=times, phases=phases, opacity=opacity)
@@ -235,8 +249,8 @@ def _subsample(values: np.ndarray, n: int = 400) -> np.ndarray:
     return np.quantile(values, np.linspace(0, 1, n)) if values.size > n else values
 
 
-def _render_plane(geom, contrast, head, detector, config, rng) -> PlaneResult:
-    """Native frames and label maps of one plane of a run."""
+def _render_plane(geom, contrast, head, detector, config, rng, pairs=False) -> PlaneResult:
+    """Native frames and label maps of one plane of a run (and the frames' twins when `pairs`)."""
     arteries, veins = contrast.arteries, contrast.veins
     c_art, c_cap, c_ven = contrast.arterial, contrast.capillary, contrast.venous
     view = view_for_angles(geom.primary, geom.secondary)
@@ -261,19 +275,40 @@ def _render_plane(geom, contrast, head, detector, config, rng) -> PlaneResult:
     motion = (motion - motion[0]).astype(np.float32)
     frames = np.empty((len(c_art), size, size), dtype=np.uint16)
     labels = np.empty((len(c_art), size, size), dtype=np.uint8)
+    twins = np.empty_like(frames) if pairs else None
     top = 2**config.bits_stored - 1
     for i in range(len(c_art)):
         arterial = art.integrate(MU_IODINE_PER_MM * c_art[i]).astype(np.float32)
         venous = ven.integrate(MU_IODINE_PER_MM * c_ven[i]).astype(np.float32)
-        exposure = head_exposure - motion[i, 0] * grad_rows - motion[i, 1] * grad_cols
-        exposure *= np.exp(-(arterial + venous + np.float32(c_cap[i]) * blush))
+        still = head_exposure - motion[i, 0] * grad_rows - motion[i, 1] * grad_cols
+        exposure = still * np.exp(-(arterial + venous + np.float32(c_cap[i]) * blush))
         noise = rng.standard_normal(exposure.shape, dtype=np.float32)
-        noise *= np.sqrt(np.maximum(exposure, 0))
-        stored = gaussian_blur(exposure + noise, blur_px, truncate=2.5) * gain
-        frames[i] = np.clip(np.rint(stored), 0, top)
+        frames[i] = _detect(exposure, noise, blur_px, gain, top)
+        if twins is not None:
+            twins[i] = _detect(still, noise, blur_px, gain, top)
         labels[i] = artery_label * (arterial > MASK_THRESHOLD)
         labels[i][(labels[i] == 0) & (venous > MASK_THRESHOLD)] = SegmentClass.VENOUS
-    return PlaneResult(frames=frames, labels=labels, shutter=shutter)
+    return PlaneResult(frames=frames, labels=labels, shutter=shutter, noncontrast=twins)
+
+
+def _detect(
+    exposure: np.ndarray, noise: np.ndarray, blur_px: float, gain: np.float32, top: int
+) -> np.ndarray:
+    """Stored values of one frame: quantum noise, detector blur, gain, rounding to [0, top].
+
+    Args:
+        exposure: (H, W) float32 expected counts.
+        noise: (H, W) float32 standard-normal draw, scaled here by sqrt(exposure) (Gaussian
+            approximation of Poisson noise); not modified.
+        blur_px: standard deviation of the detector blur in pixels.
+        gain: stored value per count.
+        top: largest stored value.
+
+    Returns:
+        (H, W) float32 integral values in [0, top].
+    """
+    noisy = exposure + noise * np.sqrt(np.maximum(exposure, 0))
+    return np.clip(np.rint(gaussian_blur(noisy, blur_px, truncate=2.5) * gain), 0, top)
 
 
 def _equalise(attenuation: np.ndarray, detector: Detector) -> np.ndarray:
