@@ -119,8 +119,8 @@ def loaders(monkeypatch):
         calls.append((Path(root).name, list(frame_ids)))
         return Pairs(*(getattr(pairs, f)[np.asarray(frame_ids) - 100] for f in vars(pairs)))
 
-    monkeypatch.setattr(translation, "_load_real", lambda real, split: Source(pairs.contrast))
-    monkeypatch.setattr(translation, "_load_truth", truth)
+    monkeypatch.setattr(translation, "real_angiograms", lambda real, split: Source(pairs.contrast))
+    monkeypatch.setattr(translation, "paired_truth", truth)
     return pairs, calls
 
 

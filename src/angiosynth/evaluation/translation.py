@@ -62,6 +62,8 @@ from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structu
 
 from angiosynth import __version__
 from angiosynth.config import StrictModel
+from angiosynth.data.images import read_image
+from angiosynth.data.translation import paired_truth, real_angiograms
 from angiosynth.dicom.subtraction import DISPLAY_BACKGROUND
 from angiosynth.evaluation import metrics, morphology, vessels
 from angiosynth.evaluation.evaluate import CACHE_DIR, frame_features
@@ -69,7 +71,6 @@ from angiosynth.evaluation.features import (
     EvaluationError,
     FeatureProtocol,
     cached_features,
-    read_gray,
 )
 from angiosynth.evaluation.translation_report import write_translation_report
 from angiosynth.progress import Progress, tracked
@@ -321,12 +322,11 @@ class Translations:
 def _read_image(path: Path) -> np.ndarray:
     """One translated PNG as (H, W) float32 in [0, 1].
 
-    Through `features.read_gray` until `data.images.read_image` is available: 16-bit PNGs are
-    rounded to 8 bits and images must be square.
+    8- and 16-bit PNGs keep their precision (`data.images.read_image`).
     """
     if not path.exists():
         raise EvaluationError(f"{path}: listed in {TRANSLATIONS_FILE} but missing")
-    return read_gray(path).astype(np.float32) / 255
+    return read_image(path)[0]
 
 
 def read_translations(folder: Path, progress: Progress | None = None) -> Translations:
@@ -352,20 +352,6 @@ def read_translations(folder: Path, progress: Progress | None = None) -> Transla
     return Translations(folder, table, images, meta)
 
 
-def _load_real(real: Path, split: str):
-    """`data.translation.real_angiograms` (an ImageSource: names, read(positions))."""
-    from angiosynth.data.translation import real_angiograms
-
-    return real_angiograms(real, split=split)
-
-
-def _load_truth(root: Path, frame_ids: np.ndarray):
-    """`data.translation.paired_truth` (a PairedTruth or None)."""
-    from angiosynth.data.translation import paired_truth
-
-    return paired_truth(root, frame_ids)
-
-
 def read_real(
     real: Path, options: TranslationEvalOptions, progress: Progress | None = None
 ) -> tuple[list[np.ndarray], list[str]]:
@@ -374,7 +360,7 @@ def read_real(
     Returns:
         (frames, names): one (H, W) float32 frame in [0, 1] per image, and its name.
     """
-    source = _load_real(real, options.split)
+    source = real_angiograms(real, split=options.split)
     positions = np.arange(len(source))
     if options.max_real is not None and len(positions) > options.max_real:
         rng = np.random.default_rng(options.seed)
@@ -401,7 +387,7 @@ def paired_frames(translations: Translations, root: Path) -> tuple[np.ndarray, o
     rows = np.flatnonzero((table["kind"] == PAIRED_KIND).to_numpy() & table["frame_id"].notna())
     if rows.size == 0:
         return None
-    truth = _load_truth(root, table["frame_id"].to_numpy()[rows].astype(np.int64))
+    truth = paired_truth(root, table["frame_id"].to_numpy()[rows].astype(np.int64))
     if truth is None:
         return None
     expected = tuple(np.shape(truth.contrast)[1:])

@@ -200,12 +200,15 @@ def _write(folder: Path, frame: Frame, image: np.ndarray, index: int, method: st
            options: TranslateOptions) -> dict:  # fmt: skip
     """Writes one translation (PNG, optionally DICOM); its row of the table."""
     output = Path("images") / f"{frame.name}.png"
+    (folder / output).parent.mkdir(parents=True, exist_ok=True)
     write_png(folder / output, image, frame.bits)
     if options.dicom:
         top = 2**frame.bits - 1
         pixels = np.rint(image * top).astype(np.uint16 if frame.bits == 16 else np.uint8)
         info = TranslatedImageInfo(frame.source, method, digest, index)
-        write_translated_dicom(folder / "dicom" / f"{frame.name}.dcm", pixels, info)
+        target = folder / "dicom" / f"{frame.name}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_translated_dicom(target, pixels, info)
     h, w = image.shape
     return {"output": output.as_posix(), "input": frame.source, "frame_id": frame.frame_id,
             "kind": frame.kind, "height": h, "width": w, "bits": frame.bits}  # fmt: skip
