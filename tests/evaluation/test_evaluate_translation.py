@@ -255,6 +255,10 @@ def test_a_perfect_translation_scores_the_ceiling_and_fid_zero(loaders, real_dir
     assert paired["translation"]["dice"] == paired["truth"]["dice"] > 0.9
     assert paired["translation"]["ssim"] == 1.0 and paired["translation"]["identical_frames"] == N
     assert paired["input"]["dice"] == 0.0 and "difference" in paired["method"]
+    # the untranslated inputs are further from the real angiograms than the perfect translation
+    untranslated = result["summary"][-1]
+    assert untranslated["set"] == "input (no translation)"
+    assert untranslated["fid"] > 1 and result["input_distribution"]["n_fake"] == N
     assert result["protocol"]["frame_size"] == 256 and result["inputs"]["kinds"] == {
         "phantom-twin": N
     }

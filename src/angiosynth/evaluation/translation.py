@@ -484,7 +484,11 @@ def evaluate_translation(
     root = Path(translations.meta.get("dataset") or real)
     pairs = paired_frames(translations, root)
     fidelity = None if pairs is None else _fidelity(translations, pairs, options, progress)
+    input_dist = None if pairs is None else _input_distribution(real_f, pairs, options, progress)
     result = _result(translations, real, root, real_frames, cached, dist, fidelity, options)
+    if input_dist is not None:
+        result["input_distribution"] = input_dist
+        result["summary"] = summary_rows(dist, result["vessel_fidelity"], input_dist)
     out.mkdir(parents=True, exist_ok=True)
     if fidelity is not None:
         write_table_atomic(_frames_table(translations, pairs[0], fidelity), out / FRAMES_FILE)
@@ -564,27 +568,39 @@ def _result(translations, real, root, real_frames, cached, dist, fidelity, optio
     }
 
 
-def summary_rows(dist: dict, paired: dict | None) -> list[dict]:
+def _input_distribution(real_f: np.ndarray, pairs, options, progress) -> dict:
+    """The untranslated inputs' distribution against the real angiograms: how far the
+    non-contrast frames are from angiograms before any translation."""
+    inputs = list(pairs[1].noncontrast)
+    input_f = frame_features(inputs, options, None, progress, "input features")
+    return distribution(real_f, input_f, options)
+
+
+def summary_rows(dist: dict, paired: dict | None, input_dist: dict | None = None) -> list[dict]:
     """The summary table: the translations' distribution and vessel scores, then the truth
-    (ceiling) and the input (no translation) where there are pairs."""
+    (ceiling) and the input (no translation) where there are pairs, with the input's
+    distribution measures when given."""
     blank = dict.fromkeys(("dice", "cl_dice", "psnr", "ssim"))
     rows = [
         {
             "set": "translation",
             "n": dist["n_fake"],
             "n_real": dist["n_real"],
-            "fid": dist["fid"],
-            "kid": dist["kid"]["mean"],
-            "kid_std": dist["kid"]["std"],
-            "mmd": dist["mmd"]["mmd2"],
-            "mmd_x10": dist["mmd"]["mmd2_x10"],
+            **_distances(dist),
             **(blank if paired is None else _scores(paired["translation"])),
         }
     ]
     if paired is not None:
         for name, label in (("truth", "truth (ceiling)"), ("input", "input (no translation)")):
             rows.append({"set": label, "n": paired["n_pairs"], **_scores(paired[name])})
+        if input_dist is not None:
+            rows[-1] |= {"n_real": input_dist["n_real"], **_distances(input_dist)}
     return rows
+
+
+def _distances(dist: dict) -> dict:
+    return {"fid": dist["fid"], "kid": dist["kid"]["mean"], "kid_std": dist["kid"]["std"],
+            "mmd": dist["mmd"]["mmd2"], "mmd_x10": dist["mmd"]["mmd2_x10"]}  # fmt: skip
 
 
 def _scores(values: dict) -> dict:
