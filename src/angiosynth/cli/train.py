@@ -154,11 +154,14 @@ def translate_command(
 
     Writes OUT/config.yaml, generator/, samples/, checkpoints/, log.jsonl, metrics.json.
     """
-    from angiosynth.config import TranslateConfig
+    from angiosynth.config import TRANSLATION_METHODS, TranslateConfig
     from angiosynth.data.translation import load_translation_data
     from angiosynth.errors import OptionError
     from angiosynth.training.translate import train_translation
 
+    if method not in TRANSLATION_METHODS:
+        choices = ", ".join(TRANSLATION_METHODS)
+        raise OptionError(f"--method must be one of {choices}, got {method!r}")
     if (x is None) != (y is None):
         raise OptionError("give both --x and --y (folders of non-contrast images and angiograms)")
     if (data is None) == (x is None):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from angiosynth.config import TRANSLATION_METHODS, TranslateConfig
+from angiosynth.errors import OptionError
 from angiosynth.gan.losses import lsgan_loss, patch_nce_loss
 from angiosynth.models.gan import (
     AttentionGenerator,
@@ -151,9 +152,8 @@ class TranslationMethod:
 
     def __init__(self, name: str, config: TranslateConfig) -> None:
         if name not in TRANSLATION_METHODS:
-            raise ValueError(
-                f"method must be one of {', '.join(TRANSLATION_METHODS)}, got {name!r}"
-            )
+            choices = ", ".join(TRANSLATION_METHODS)
+            raise OptionError(f"--method must be one of {choices}, got {name!r}")
         self.name, self.config = name, config
         if name == "cut":
             self.generators: nn.Module = CUTGenerator(config)
