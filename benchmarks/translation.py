@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from angiosynth.data.translation import load_translation_data
 from tabulate import tabulate
 
 from angiosynth.config import TranslateConfig, load_config
+from angiosynth.data.translation import load_translation_data
 from angiosynth.evaluation.translation import TranslationEvalOptions, evaluate_translation
 from angiosynth.gan.inference import TranslateOptions, translate
 from angiosynth.training.translate import train_translation
