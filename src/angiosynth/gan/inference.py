@@ -35,6 +35,7 @@ import pandas as pd
 import pydicom
 from pydicom.misc import is_dicom
 
+from angiosynth.curation.dataset import FRAMES_FILE
 from angiosynth.data.images import IMAGE_SUFFIXES, read_image, write_png
 from angiosynth.data.translation import dataset_inputs
 from angiosynth.dicom.subtraction import log_exposure, native_display, native_window
@@ -127,7 +128,7 @@ def _inputs(source: Path, split: str) -> tuple[Iterator[Frame], int, str | None]
     """The frames of `source`, how many, and the dataset root when it is a curated dataset."""
     if not source.exists():
         raise InputNotFoundError(f"{source}: not found")
-    if (source / "frames.parquet").is_file():
+    if (source / FRAMES_FILE).is_file():
         images, frame_ids, kind = dataset_inputs(source, split)
         return _dataset_frames(images, frame_ids, kind), len(frame_ids), str(source.resolve())
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())

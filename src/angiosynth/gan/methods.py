@@ -90,6 +90,8 @@ class CycleGenerators(nn.Module):
         return self.g_xy
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator=None) -> StepImages:
+        """Every image of a step from (B, 1, H, W) x and y (`generator` is unused: the
+        methods share one signature, and only CUT draws patch positions)."""
         fake_y, fake_x = self.g_xy(x), self.g_yx(y)
         extras = {"rec_x": self.g_yx(fake_y), "rec_y": self.g_xy(fake_x)}
         if self.identity:
@@ -116,6 +118,7 @@ class CUTGenerator(nn.Module):
         return self.g_xy
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator=None) -> StepImages:
+        """The fake angiograms and the PatchNCE terms; `generator` draws the patch positions."""
         both = torch.cat([x, y]) if self.c.nce_identity else x
         out = self.g_xy(both)
         fake_y = out[: len(x)]
