@@ -300,11 +300,14 @@ def test_cli_needs_exactly_one_of_fake_and_translated(tmp_path):
     neither = runner.invoke(app, base)
     view = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-model", "v"])
     missing = runner.invoke(app, [*base, "--translated", str(tmp_path)])
+    steps = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-steps", "5",
+                                "--max-train", "9"])  # fmt: skip
 
-    for result in (both, neither, view, missing):
+    for result in (both, neither, view, missing, steps):
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "exactly one of --fake" in both.output and "exactly one of --fake" in neither.output
     assert "--fake only" in view.output
+    assert "--view-steps, --max-train: for --fake only" in steps.output
     assert "no translations.csv" in missing.output
 
 

@@ -107,6 +107,20 @@ def test_folders_of_images_keep_size_and_bit_depth(trained, tmp_path):
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
+def test_inputs_sharing_a_name_get_distinct_outputs(trained, tmp_path):
+    run, _ = trained
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    frame = np.random.default_rng(1).integers(0, 255, (32, 32), dtype=np.uint8)
+    Image.fromarray(frame).save(folder / "a.png")
+    Image.fromarray(frame).save(folder / "a.tif")
+    Image.fromarray(frame).save(folder / "b.png")
+    result = _invoke("translate", run, folder, "--out", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "translations.csv")
+    assert sorted(table["output"]) == ["images/a-png.png", "images/a-tif.png", "images/b.png"]
+
+
 def test_dicom_xa_frames_are_translated_and_written_as_synthetic_dicom(
     trained, pairs_archive, tmp_path
 ):

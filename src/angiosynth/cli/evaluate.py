@@ -94,13 +94,18 @@ def evaluate_command(
     the vessel map (input - translation, windowed as the true DSA, Frangi vessel mask) against
     the true vessel mask, beside the truth's own map (the ceiling) and the untranslated input,
     and PSNR / SSIM against the true contrast frame (dominated by the background). The
-    view-classifier options and --max-train apply to --fake only.
+    view-classifier options and --max-train apply to --fake only (refused with --translated).
     """
     if (fake is None) == (translated is None):
         fail("give exactly one of --fake (samples) and --translated (translations)")
     if translated is not None:
-        if view_model is not None or view_config is not None:
-            fail("--view-model and --view-config apply to --fake only")
+        given = [name for name, value, default in (
+            ("--view-model", view_model, None), ("--view-config", view_config, None),
+            ("--view-steps", view_steps, _VIEW.min_steps),
+            ("--max-train", max_train, _DEFAULTS.max_train),
+        ) if value != default]  # fmt: skip
+        if given:
+            fail(f"{', '.join(given)}: for --fake only (samples), not --translated")
         settings = {"split": split, "max_real": max_real, "bootstrap": bootstrap,
                     "batch_size": batch_size, "device": device, "seed": seed}  # fmt: skip
         _evaluate_translated(translated, real, out, settings)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,15 +153,26 @@ def _dataset_frames(images, frame_ids: np.ndarray, kind: str) -> Iterator[Frame]
 
 
 def _file_frames(root: Path, images: list[Path], dicoms: list[Path]) -> Iterator[Frame]:
+    names = _output_names(root, images + dicoms)
     for path in images:
         pixels, bits = read_image(path)
-        name = path.relative_to(root).with_suffix("").as_posix()
-        yield Frame(name, pixels, path.relative_to(root).as_posix(), None, "folder", bits)
+        source = path.relative_to(root).as_posix()
+        yield Frame(names[path], pixels, source, None, "folder", bits)
     for path in dicoms:
-        stem = path.relative_to(root).with_suffix("").as_posix()
         for k, pixels in enumerate(xa_native_frames(path)):
             source = f"{path.relative_to(root).as_posix()}#{k + 1}"
-            yield Frame(f"{stem}-f{k + 1:03d}", pixels, source, None, "dicom", 16)
+            yield Frame(f"{names[path]}-f{k + 1:03d}", pixels, source, None, "dicom", 16)
+
+
+def _output_names(root: Path, files: list[Path]) -> dict[Path, str]:
+    """Each input's output name: its path below `root` without the suffix, or with the suffix
+    appended where two inputs share a name otherwise (a.png, a.tif -> a-png, a-tif)."""
+    stems = {path: path.relative_to(root).with_suffix("").as_posix() for path in files}
+    counts = Counter(stems.values())
+    return {
+        path: stem if counts[stem] == 1 else f"{stem}-{path.suffix.lstrip('.').lower()}"
+        for path, stem in stems.items()
+    }
 
 
 def _xa_frame_count(path: Path) -> int:
