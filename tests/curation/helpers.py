@@ -104,6 +104,19 @@ def write_series(path: Path, frames: np.ndarray, bits_stored: int = 12, **change
     return path
 
 
+def write_log_series(path: Path, frames: np.ndarray, sign: int, **changes: object) -> Path:
+    """`write_series`, then marked as logarithmic pixel values (Pixel Intensity Relationship
+    LOG) with the given Pixel Intensity Relationship Sign."""
+    write_series(path, frames, **changes)
+
+    def logarithmic(ds) -> None:
+        ds.PixelIntensityRelationship = "LOG"
+        ds.PixelIntensityRelationshipSign = sign
+
+    edit_dicom(path, logarithmic)
+    return path
+
+
 def dataset_text_hits(root: Path, needles: tuple[str, ...]) -> list[str]:
     """`file: needle` for every needle found in any file under `root`.
 

@@ -12,7 +12,7 @@ from angiosynth.curation.dataset import CuratedDataset
 from angiosynth.curation.frames import STORED_MAX, decode_series
 from angiosynth.dicom.subtraction import DISPLAY_BACKGROUND
 
-from .helpers import edit_dicom, run_curate, write_series
+from .helpers import edit_dicom, run_curate, write_log_series, write_series
 
 BACKGROUND = round(DISPLAY_BACKGROUND * STORED_MAX)  # 39321
 N, SIDE = 6, 48
@@ -83,13 +83,7 @@ def test_log_series_is_subtracted_linearly(
     stored = np.full((N, SIDE, SIDE), base, dtype=np.uint16)
     stored[2:, 10:14, 4:44] = thin
     stored[2:, 20:40, 30:34] = thick
-    path = write_series(tmp_path / "log.dcm", stored, shutter_edges=SHUTTER)
-
-    def logarithmic(ds) -> None:
-        ds.PixelIntensityRelationship = "LOG"
-        ds.PixelIntensityRelationshipSign = sign
-
-    edit_dicom(path, logarithmic)
+    path = write_log_series(tmp_path / "log.dcm", stored, sign, shutter_edges=SHUTTER)
 
     decoded = decode_series([path], SIDE)
 

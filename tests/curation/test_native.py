@@ -15,7 +15,7 @@ from angiosynth.curation.curate import SERIES_COLUMNS
 from angiosynth.curation.dataset import CuratedDataset, DatasetError
 from angiosynth.curation.frames import STORED_MAX, decode_series
 
-from .helpers import edit_dicom, run_curate, write_series
+from .helpers import edit_dicom, run_curate, write_log_series, write_series
 
 N, SIDE = 6, 48
 SHUTTER = (3, 46, 3, 46)  # left, right, upper, lower (1-based, inclusive)
@@ -68,13 +68,7 @@ def test_log_series_keeps_its_values_times_the_sign(tmp_path: Path, sign: int) -
     stored = np.full((N, SIDE, SIDE), 3000 if sign == 1 else 1000, dtype=np.uint16)
     stored[2:, 20:40, 30:34] = 2000  # the vessel: less exposure whatever the sign
     stored[:, 5:10, 5:10] = 3500 if sign == 1 else 500  # a brighter (more exposed) patch
-    path = write_series(tmp_path / "log.dcm", stored, shutter_edges=SHUTTER)
-
-    def logarithmic(ds) -> None:
-        ds.PixelIntensityRelationship = "LOG"
-        ds.PixelIntensityRelationshipSign = sign
-
-    edit_dicom(path, logarithmic)
+    path = write_log_series(tmp_path / "log.dcm", stored, sign, shutter_edges=SHUTTER)
 
     decoded = decode_series([path], SIDE)
 

@@ -16,17 +16,19 @@ from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
 from angiosynth.dicom.subtraction import dsa_display
-from angiosynth.evaluation import translation
+from angiosynth.evaluation import fidelity, translation
 from angiosynth.evaluation.features import EvaluationError
-from angiosynth.evaluation.translation import (
-    TranslationEvalOptions,
-    evaluate_translation,
+from angiosynth.evaluation.fidelity import (
     fidelity_summary,
     psnr_scores,
-    read_translations,
     ssim_scores,
     vessel_fidelity,
     vessel_map,
+)
+from angiosynth.evaluation.translation import (
+    TranslationEvalOptions,
+    evaluate_translation,
+    read_translations,
 )
 
 runner = CliRunner()
@@ -130,7 +132,7 @@ def loaders(monkeypatch):
 def test_the_vessel_map_windows_the_difference_as_dsa_display_does():
     difference = np.random.default_rng(0).gamma(1.0, 0.05, (2, 32, 32)).astype(np.float32)
     field = np.ones_like(difference, bool)
-    scale = translation.difference_scale(difference, field)
+    scale = fidelity.difference_scale(difference, field)
 
     ours = vessel_map(difference, np.zeros_like(difference), field, scale)
 
@@ -192,7 +194,7 @@ def test_psnr_and_ssim_inside_the_field():
 def test_infinite_psnr_is_counted_not_averaged():
     table = pd.DataFrame({
         f"{name}_{measure}": [1.0, 1.0, 1.0]
-        for name in translation.CANDIDATES for measure in ("dice", "cl_dice", "ssim")
+        for name in fidelity.CANDIDATES for measure in ("dice", "cl_dice", "ssim")
     } | {"translation_psnr": [np.inf, 30.0, 40.0], "truth_psnr": [np.nan] * 3,
          "input_psnr": [np.inf] * 3})  # fmt: skip
 

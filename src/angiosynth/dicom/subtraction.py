@@ -63,8 +63,13 @@ def dsa_display(
     inside = shutter_mask(dsa.shape[-2:], shutter)
     values = dsa[..., inside]
     scale = max(float(np.percentile(values, percentile)) if values.size else 0.0, 1e-3)
-    image = np.clip(DISPLAY_BACKGROUND * (1.0 - dsa / scale), 0.0, 1.0)
-    return np.where(inside, image, 0.0).astype(np.float32)
+    return np.where(inside, dsa_window(dsa, scale), 0.0).astype(np.float32)
+
+
+def dsa_window(dsa: np.ndarray, scale) -> np.ndarray:
+    """The display rule of DSA: DISPLAY_BACKGROUND at 0, black at `scale` (a float, or an
+    array broadcasting against `dsa`), clipped to [0, 1]."""
+    return np.clip(DISPLAY_BACKGROUND * (1.0 - dsa / scale), 0.0, 1.0)
 
 
 def log_exposure(frames: np.ndarray, relationship: str = "LIN", sign: int = 1) -> np.ndarray:

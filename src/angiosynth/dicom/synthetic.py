@@ -36,6 +36,7 @@ from angiosynth.dicom.writing import (
     add_positioner_angles,
     add_sop_common,
     check_pixels,
+    date_and_time,
     deterministic_uid,
     file_meta,
     format_ds,
@@ -308,8 +309,7 @@ def add_voi_lut(ds: Dataset, image: np.ndarray) -> None:
 
 def _date_time(info: SyntheticImageInfo) -> tuple[str, str]:
     """DICOM DA and TM strings of the info's content datetime (or the fixed default)."""
-    moment = info.content_datetime or DEFAULT_CONTENT_DATETIME
-    return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S")
+    return date_and_time(info.content_datetime or DEFAULT_CONTENT_DATETIME)
 
 
 def _uid(*parts: object) -> str:

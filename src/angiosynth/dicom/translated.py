@@ -30,6 +30,7 @@ from angiosynth.dicom.writing import (
     add_image_pixel,
     add_sop_common,
     check_pixels,
+    date_and_time,
     deterministic_uid,
     file_meta,
     save_dataset_atomic,
@@ -85,10 +86,7 @@ def write_translated_dicom(path: Path, image: np.ndarray, info: TranslatedImageI
 
 
 def _add_study_series_equipment(ds: Dataset, info: TranslatedImageInfo) -> None:
-    date, time = (
-        DEFAULT_CONTENT_DATETIME.strftime("%Y%m%d"),
-        DEFAULT_CONTENT_DATETIME.strftime("%H%M%S"),
-    )
+    date, time = date_and_time(DEFAULT_CONTENT_DATETIME)
     ds.StudyInstanceUID = deterministic_uid(_UID_NAMESPACE, "study", info.model_hash)
     ds.StudyDate, ds.StudyTime = date, time
     ds.ReferringPhysicianName = ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,11 @@ def deterministic_uid(namespace: uuid.UUID, *parts: object) -> str:
     """
     name = "|".join(map(str, parts))
     return f"{UUID_UID_ROOT}{uuid.uuid5(namespace, name).int}"
+
+
+def date_and_time(moment: datetime) -> tuple[str, str]:
+    """DICOM DA and TM strings (YYYYMMDD, HHMMSS) of a moment."""
+    return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S")
 
 
 def format_ds(value: float, decimals: int = 4) -> str:

