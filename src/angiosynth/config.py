@@ -459,7 +459,7 @@ class LDMConfig(StrictModel):
 
 # --- contrast-free translation (configs/translate-paper.yaml, configs/translate-tiny.yaml) ----
 
-TRANSLATION_METHODS = ("cyclegan", "attentiongan", "cut")
+TRANSLATION_METHODS = ("cyclegan", "attentiongan", "cut", "casgan")
 
 
 class TranslateDataConfig(StrictModel):
@@ -538,6 +538,48 @@ class CUTLossConfig(StrictModel):
     mlp_width: int = Field(256, ge=1)
 
 
+class CASGANConfig(StrictModel):
+    """CAS-GAN (seed 002; SPEC.md "Contrast-free translation and CAS-GAN"). Its authors
+    published no sizes, loss weights or segmenter, so every number here is angiosynth's default.
+
+    The x -> y network is a background encoder E_BG (the generator's stem and
+    `encoder_blocks` residual blocks, shared by both domains), a predictor M
+    (`predictor_blocks` residual blocks) and decoder heads: 4 + 5 blocks keep the depth of the
+    ResNet-9 generators of the baselines. The reverse direction decodes E_BG's code with a
+    background decoder D_BG. The cycle and identity weights and the image pool are the
+    `cycle` section's (CycleGAN's).
+
+    Attributes:
+        drl: disentanglement representation learning: a vessel encoder E_Vess for angiograms,
+            L_pred = |M(E_BG(y)) - E_Vess(y)|_1 (E_Vess's code is the target), y's cycle drawn
+            from its own vessel code, and the latent cycle. Off: M is a plain trunk and the
+            identity loss is CycleGAN's.
+        vsgg: vessel semantic-guided generation: attention A and content C heads on M's code,
+            y_g = x (1 - A) + C A. Off: one decoder draws y_g whole.
+        vsgl: vessel semantic-guided loss: a frozen vessel segmenter S (`angiosynth train
+            segmenter`) and a PatchGAN D_Sem on S(y) against S(y_g).
+        lambda_pred: weight of L_pred (the same scale as the image GAN terms).
+        lambda_latent: weight of the latent cycle: |E_BG(y_g) - E_BG(x)| + |E_BG(x_g) -
+            E_BG(y)| + |E_Vess(y_g) - M(E_BG(x))|, the codes of the real inputs as targets.
+        lambda_sem: weight of the semantic GAN term (as the image GAN terms).
+    """
+
+    drl: bool = True
+    vsgg: bool = True
+    vsgl: bool = True
+    encoder_blocks: int = Field(4, ge=0)
+    predictor_blocks: int = Field(5, ge=1)
+    lambda_pred: float = Field(1.0, ge=0)
+    lambda_latent: float = Field(1.0, ge=0)
+    lambda_sem: float = Field(1.0, ge=0)
+
+    @property
+    def cell(self) -> str:
+        """The ablation cell's name: the modules on, joined by "+", or "none"."""
+        on = [name.upper() for name in ("drl", "vsgg", "vsgl") if getattr(self, name)]
+        return "+".join(on) or "none"
+
+
 class TranslateTrainConfig(TrainLoopConfig):
     """Translation training (CycleGAN: batch 1, Adam 2e-4 (0.5, 0.999), 100 epochs at constant
     lr then 100 of linear decay to 0; CUT: 200 + 200).
@@ -587,6 +629,7 @@ class TranslateConfig(StrictModel):
     discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
     cycle: CycleLossConfig = Field(default_factory=CycleLossConfig)
     cut: CUTLossConfig = Field(default_factory=CUTLossConfig)
+    casgan: CASGANConfig = Field(default_factory=CASGANConfig)
     train: TranslateTrainConfig = Field(default_factory=TranslateTrainConfig)
 
     @model_validator(mode="after")

@@ -122,7 +122,7 @@ def translate_command(
     data: Path = typer.Argument(None, help="A curated dataset (with native frames and "
                                 "arterial.parquet) or an XCAD folder; or give --x and --y."),
     method: str = typer.Option(..., "--method", "-m",
-                               help="cyclegan, attentiongan or cut."),
+                               help="cyclegan, attentiongan, cut or casgan."),
     config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
                                 help="YAML configuration [default: the published settings, "
                                 "configs/translate-paper.yaml]."),
@@ -132,6 +132,9 @@ def translate_command(
     split: str = typer.Option("train", "--split", help="Split of a curated dataset to train on."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override train.max_steps."),
     seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    segmenter: Path = typer.Option(None, "--segmenter",
+                                   help="A `train segmenter` run: CAS-GAN's frozen vessel "
+                                   "segmenter (needed with casgan.vsgl)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in OUT."),
 ) -> None:  # fmt: skip
@@ -145,7 +148,11 @@ def translate_command(
     The networks learn on random crops (`data.crop_size`) and translate whole frames (fully
     convolutional). CycleGAN: two ResNet generators, two PatchGANs, LSGAN, cycle and identity
     losses, an image pool. AttentionGAN (scheme II): CycleGAN with attention generators.
-    CUT: one generator, PatchNCE. Adam 2e-4 (0.5, 0.999), constant then linearly decaying lr.
+    CUT: one generator, PatchNCE. CAS-GAN: a background encoder shared by both domains, a
+    vessel encoder and predictor (DRL), attention and content heads over the input (VSGG) and a
+    semantic discriminator on the maps of a frozen vessel segmenter (VSGL, `--segmenter RUN`);
+    each module switches off in the config's `casgan` section (the ablation of Table II).
+    Adam 2e-4 (0.5, 0.999), constant then linearly decaying lr.
 
     Checkpoints (every `train.checkpoint_every` steps) hold networks, optimisers, LR schedules,
     image pools and RNG states; `--resume` continues exactly. A warning is printed when the
@@ -171,7 +178,7 @@ def translate_command(
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
     domains = load_translation_data(data, x, y, split)
     result = train_translation(domains, method, cfg, out, progress_bar, _print_log, overwrite,
-                               resume=resume)  # fmt: skip
+                               resume=resume, segmenter=segmenter)  # fmt: skip
     typer.echo(
         f"{method}: {out}/generator ({result.steps} steps, {result.seconds_per_step:.3f} s per "
         f"step, {result.seconds:.0f} s; samples in {out}/samples)"

@@ -8,6 +8,7 @@ x is the non-contrast domain, y the angiograms; images are (B, 1, H, W) in [-1, 
 - AttentionGAN (scheme II): CycleGAN with attention generators (`models.gan.AttentionGenerator`).
 - CUT: one generator G_xy, its patch sampler F and D_y. Generator loss: lambda_gan LSGAN +
   lambda_nce PatchNCE(G_xy(x), x), averaged with PatchNCE(G_xy(y), y) when nce_identity.
+- CAS-GAN: `gan.casgan` (D_x, D_y and, with VSGL, D_Sem on segmentation maps).
 
 Each step makes one forward call per module (the generators' forward computes every image of
 the step and, for CUT, the PatchNCE terms), so the modules run under DistributedDataParallel
@@ -17,14 +18,14 @@ module with gradients off (`Discriminators.judge`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from angiosynth.config import TRANSLATION_METHODS, TranslateConfig
 from angiosynth.errors import OptionError
+from angiosynth.gan.casgan import CASGANGenerators, casgan_terms
 from angiosynth.gan.losses import lsgan_loss, patch_nce_loss
+from angiosynth.gan.steps import StepImages
 from angiosynth.models.gan import (
     AttentionGenerator,
     PatchDiscriminator,
@@ -58,14 +59,6 @@ def judge(discriminators: Discriminators, images: dict[str, torch.Tensor]) -> di
         return discriminators(images)
     finally:
         discriminators.requires_grad_(True)
-
-
-@dataclass
-class StepImages:
-    """Images of one generator forward: fakes per judged domain, plus the method's extras."""
-
-    fakes: dict[str, torch.Tensor]
-    extras: dict[str, torch.Tensor]
 
 
 class CycleGenerators(nn.Module):
@@ -147,13 +140,18 @@ class TranslationMethod:
     """A method's networks and its generator loss.
 
     Attributes:
-        name: cyclegan, attentiongan or cut.
+        name: cyclegan, attentiongan, cut or casgan.
         generators: the generator module (its `translator` is the x -> y network).
         discriminators: the discriminator module.
-        domains: the domains the discriminators judge.
+        domains: the domains the discriminators judge ("sem": CAS-GAN's segmentation maps).
+
+    Args:
+        segmenter: CAS-GAN's frozen vessel segmenter (with casgan.vsgl).
     """
 
-    def __init__(self, name: str, config: TranslateConfig) -> None:
+    def __init__(
+        self, name: str, config: TranslateConfig, segmenter: nn.Module | None = None
+    ) -> None:
         if name not in TRANSLATION_METHODS:
             choices = ", ".join(TRANSLATION_METHODS)
             raise OptionError(f"--method must be one of {choices}, got {name!r}")
@@ -161,6 +159,9 @@ class TranslationMethod:
         if name == "cut":
             self.generators: nn.Module = CUTGenerator(config)
             self.domains: tuple[str, ...] = ("y",)
+        elif name == "casgan":
+            self.generators = CASGANGenerators(config, segmenter)
+            self.domains = ("x", "y", "sem") if config.casgan.vsgl else ("x", "y")
         else:
             self.generators = CycleGenerators(config, attention=name == "attentiongan")
             self.domains = ("x", "y")
@@ -185,6 +186,8 @@ class TranslationMethod:
                 nce = 0.5 * (nce + parts["nce_y"])
             parts["nce_x"] = images.extras["nce_x"]
             total = c.lambda_gan * parts["gan_y"] + c.lambda_nce * nce
+        elif self.name == "casgan":
+            total = casgan_terms(images, x, y, parts, self.config)
         else:
             total = self._cycle_terms(images, x, y, parts)
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from angiosynth.config import GeneratorConfig, TranslateConfig
+from angiosynth.config import CASGANConfig, GeneratorConfig, TranslateConfig
 from angiosynth.errors import AngiosynthError
-from angiosynth.models.gan import AttentionGenerator, ResnetGenerator
+from angiosynth.models.gan import AttentionGenerator, CASGANGenerator, ResnetGenerator
 from angiosynth.runfiles import (
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -29,6 +29,8 @@ from angiosynth.runfiles import (
 )
 
 GENERATOR_DIR = "generator"
+#: The network each method translates with (the others use the ResNet generator).
+ARCHITECTURES = {"attentiongan": "attention", "casgan": "casgan"}
 
 
 class TranslatorFileError(AngiosynthError, ValueError):
@@ -43,8 +45,9 @@ def save_translator(network: nn.Module, method: str, config: TranslateConfig, fo
     save_tensors_atomic(tensors, folder / MODEL_FILE, metadata={"format": "pt"})
     write_json_atomic(folder / MODEL_CONFIG_FILE, {
         "method": method,
-        "architecture": "attention" if method == "attentiongan" else "resnet",
+        "architecture": ARCHITECTURES.get(method, "resnet"),
         "generator": config.generator.model_dump(mode="json"),
+        "casgan": config.casgan.model_dump(mode="json"),
         "data": config.data.model_dump(mode="json"),
     })  # fmt: skip
 
@@ -52,6 +55,10 @@ def save_translator(network: nn.Module, method: str, config: TranslateConfig, fo
 def build_translator(settings: dict) -> nn.Module:
     """The (untrained) network a generator config.json describes."""
     g = GeneratorConfig.model_validate(settings["generator"])
+    if settings["architecture"] == "casgan":
+        c = CASGANConfig.model_validate(settings["casgan"])
+        return CASGANGenerator(g.ngf, c.encoder_blocks, c.predictor_blocks, g.n_downsampling,
+                               c.vsgg)  # fmt: skip
     if settings["architecture"] == "attention":
         return AttentionGenerator(g.ngf, g.n_blocks, g.n_downsampling, g.n_content)
     return ResnetGenerator(g.ngf, g.n_blocks, g.n_downsampling)
@@ -103,26 +110,41 @@ def translate_frame(network: nn.Module, frame: np.ndarray, image_size: int | Non
 @torch.no_grad()
 def translate_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """(n, H, W) frames in [0, 1] -> (n, H, W) translations in [0, 1], each frame whole."""
+    return _run_batches(network, frames, batch_size, lambda x: (network(x).clamp(-1, 1) + 1) / 2)
+
+
+@torch.no_grad()
+def attention_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8):
+    """(n, H, W) frames in [0, 1] -> (n, H, W) attention A in [0, 1] of CAS-GAN's VSGG (where
+    the output is drawn instead of passing the input), or None for a network without one."""
+    if getattr(network, "attention", None) is None or not hasattr(network, "parts"):
+        return None
+    return _run_batches(network, frames, batch_size, lambda x: network.parts(x)[1])
+
+
+def _run_batches(network: nn.Module, frames: np.ndarray, batch_size: int, call) -> np.ndarray:
+    """`call` ((n, 1, H, W) in [-1, 1] -> (n, 1, H, W) in [0, 1]) over batches of whole
+    frames, each padded by reflection to the network's multiple and cropped back."""
     device = next(network.parameters()).device
     was_training = network.training
     network.eval()
     out = np.empty(frames.shape, dtype=np.float32)
     for start in range(0, len(frames), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size]))
-        out[start : start + len(batch)] = _translate(network, batch[:, None].float().to(device))
+        images = batch[:, None].float().to(device)
+        h, w = images.shape[-2:]
+        result = call(_pad_to(images * 2 - 1, 2**network.n_downsampling))[..., :h, :w]
+        out[start : start + len(batch)] = result.float()[:, 0].cpu().numpy()
     network.train(was_training)
     return out
 
 
-def _translate(network: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """(n, 1, H, W) in [0, 1] -> (n, H, W) in [0, 1], padded by reflection to the network's
-    multiple and cropped back."""
-    multiple = 2**network.n_downsampling
-    h, w = images.shape[-2:]
+def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(n, 1, H, W) padded at the bottom and right to multiples of `multiple` (reflection,
+    or replication for frames smaller than the padding)."""
+    h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
-    x = images * 2 - 1
-    if pad_h or pad_w:
-        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    y = network(x)[..., :h, :w]
-    return ((y.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy()
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)

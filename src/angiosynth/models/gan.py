@@ -1,5 +1,5 @@
-"""The networks of image-to-image translation (CycleGAN, AttentionGAN scheme II, CUT) and the
-PatchGAN discriminator, all single-channel and fully convolutional.
+"""The networks of image-to-image translation (CycleGAN, AttentionGAN scheme II, CUT and
+CAS-GAN) and the PatchGAN discriminator, all single-channel and fully convolutional.
 
 Facts from the published architectures (SPEC.md "Contrast-free translation"):
 
@@ -13,6 +13,8 @@ Facts from the published architectures (SPEC.md "Contrast-free translation"):
   masks); output = sum_i content_i * attention_i + input * attention_background.
 - PatchGAN (pix2pix's 70 x 70): 4 x 4 convolutions, 64-128-256-512 channels, LeakyReLU 0.2,
   one logit per overlapping patch.
+- CAS-GAN (seed 002; no public code): `CASGANGenerator`, built from the same encoder,
+  residual blocks and decoders (see its docstring and `gan.casgan`).
 - CUT's patch sampler: per encoder layer a two-layer MLP (ReLU) of width 256 over features at
   sampled positions, L2-normalised.
 """
@@ -132,6 +134,53 @@ class AttentionGenerator(nn.Module):
         attention = torch.softmax(self.attention(code), dim=1)
         output = (content * attention[:, :-1]).sum(1, keepdim=True) + x * attention[:, -1:]
         return output, content, attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x)[0]
+
+
+class CASGANGenerator(nn.Module):
+    """CAS-GAN's x -> y network: background encoder E_BG, predictor M and the vessel heads.
+
+    For (B, 1, H, W) x in [-1, 1]: z_bg = E_BG(x) and z_vess = M(z_bg), both (B, C, H / f, W / f)
+    with C = ngf * f and f = 2 ** n_downsampling. With `vsgg`, an attention head gives
+    A = sigmoid(G_attn(z_vess)) and a content head C = tanh(G_ctx(z_vess)), each (B, 1, H, W),
+    and y_g = x (1 - A) + C A: the input passes unchanged wherever A is 0. Without, the content
+    head draws y_g whole.
+    """
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        encoder_blocks: int = 4,
+        predictor_blocks: int = 5,
+        n_downsampling: int = 2,
+        vsgg: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_downsampling, self.vsgg = n_downsampling, vsgg
+        self.width = width = ngf * 2**n_downsampling
+        self.encoder = nn.Sequential(*resnet_encoder(ngf, encoder_blocks, n_downsampling))
+        self.predictor = nn.Sequential(*(ResidualBlock(width) for _ in range(predictor_blocks)))
+        self.content = nn.Sequential(*resnet_decoder(width, n_downsampling, 1, "tanh"))
+        self.attention = (
+            nn.Sequential(*resnet_decoder(width, n_downsampling, 1, "logits")) if vsgg else None
+        )
+
+    def decode(
+        self, base: torch.Tensor, code: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The angiogram drawn from a (B, C, h, w) vessel code over the (B, 1, H, W) image
+        `base` (VSGG's composite; ignored without VSGG); returns it and A (None without)."""
+        content = self.content(code)
+        if self.attention is None:
+            return content, None
+        attention = torch.sigmoid(self.attention(code))
+        return base * (1 - attention) + content * attention, attention
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(y_g, A) for input x (A is None without VSGG)."""
+        return self.decode(x, self.predictor(self.encoder(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.parts(x)[0]

@@ -1,4 +1,5 @@
-"""Training a translation method (CycleGAN, AttentionGAN, CUT): `angiosynth train translate`.
+"""Training a translation method (CycleGAN, AttentionGAN, CUT, CAS-GAN): `angiosynth train
+translate`.
 
 Each step draws a batch of random crops of non-contrast frames x and, independently, of
 angiograms y (unpaired), takes one generator step (the discriminators' weights frozen), then
@@ -38,8 +39,16 @@ from accelerate.utils import set_seed
 from angiosynth.config import TranslateConfig
 from angiosynth.errors import OptionError
 from angiosynth.gan.losses import ImagePool, discriminator_loss
-from angiosynth.gan.methods import StepImages, TranslationMethod, judge
-from angiosynth.gan.translator import GENERATOR_DIR, resize_to, save_translator, translate_batch
+from angiosynth.gan.methods import TranslationMethod, judge
+from angiosynth.gan.segmenter import load_segmenter
+from angiosynth.gan.steps import StepImages
+from angiosynth.gan.translator import (
+    GENERATOR_DIR,
+    attention_batch,
+    resize_to,
+    save_translator,
+    translate_batch,
+)
 from angiosynth.progress import Progress
 from angiosynth.runfiles import LOG_FILE, METRICS_FILE, save_figure_atomic, write_json_atomic
 from angiosynth.training.batches import shuffled_positions, step_generator
@@ -76,6 +85,7 @@ def train_translation(
     *,
     resume: bool = False,
     stop_after: int | None = None,
+    segmenter: Path | None = None,
 ) -> TranslateResult | None:
     """Trains `method` on the unpaired domains of `data` (a `data.translation.TranslationData`)
     and writes the run directory `out`.
@@ -87,6 +97,7 @@ def train_translation(
             is then None).
         resume: continue from the latest checkpoint in `out`.
         on_log: called with every log record (losses, warnings).
+        segmenter: a `train segmenter` run, CAS-GAN's frozen vessel segmenter (casgan.vsgl).
 
     Raises:
         OptionError: crops larger than the frames, or a batch that does not split over the
@@ -95,13 +106,17 @@ def train_translation(
     """
     out, cfg = Path(out), config.train
     accelerator = make_accelerator(cfg.mixed_precision)
-    set_seed(cfg.seed)
     crops = CropSampler(data.x_train, data.y_train, config, accelerator.num_processes)
     resolved = {"source": data.description, "method": method, **config.model_dump(mode="json")}
+    network = _segmenter_for(method, config, segmenter)
+    if network is not None:
+        resolved["segmenter"] = str(Path(segmenter).resolve())
     check_out(out, resume, overwrite, resolved, "train")
     if accelerator.is_main_process:
         start_run_dir(out, resolved, fresh=not resume, outputs=(GENERATOR_DIR, SAMPLES_DIR))
-    fit = _TranslationFit(accelerator, TranslationMethod(method, config), crops, config)
+    set_seed(cfg.seed)  # after the segmenter: the initial weights do not depend on it
+    fit = _TranslationFit(accelerator, TranslationMethod(method, config, network), crops,
+                         config)  # fmt: skip
     total = cfg.max_steps or cfg.epochs_for(method) * crops.steps_per_epoch
     fit.schedule(total)
     loop = TrainLoop(
@@ -132,6 +147,28 @@ def train_translation(
         write_json_atomic(out / METRICS_FILE, _metrics(result, crops))
     accelerator.end_training()
     return result
+
+
+def _segmenter_for(method: str, config: TranslateConfig, run: Path | None):
+    """The frozen vessel segmenter CAS-GAN's VSGL needs (None for every other method and cell).
+
+    Raises:
+        OptionError: a segmenter for a method that has no use for it, or crops it cannot take.
+        SegmenterFileError: `run` holds no usable segmenter.
+    """
+    if run is None:
+        return None
+    if method != "casgan":
+        raise OptionError(f"--segmenter is used by casgan only, not by {method}")
+    if not config.casgan.vsgl:
+        return None
+    network = load_segmenter(run)[0]
+    if config.data.crop_size % network.factor:
+        raise OptionError(
+            f"data.crop_size {config.data.crop_size} must be divisible by {network.factor}, "
+            f"the downsampling of the segmenter {run}"
+        )
+    return network
 
 
 class CropSampler:
@@ -242,7 +279,7 @@ class _TranslationFit:
         x, y = (t.to(self.accelerator.device) for t in self.crops.batch_of(step, process))
         gen = step_generator(self.cfg.seed, step, process, 1)
         images, g_loss, parts = self._generator_step(x, y, gen)
-        d_losses = self._discriminator_step({"x": x, "y": y}, images, gen)
+        d_losses = self._discriminator_step({"x": x, "y": y} | images.reals, images, gen)
         self.sched_g.step()
         self.sched_d.step()
         self._watch_collapse(step, d_losses)
@@ -324,8 +361,10 @@ class SampleSheet:
 
         x = self.frames["x"]
         x = resize_to(torch.from_numpy(x)[:, None], self.size)[:, 0].numpy()
-        translated = translate_batch(translator, x)
-        rows = [("non-contrast x", x), ("translated G(x)", translated)]
+        rows = [("non-contrast x", x), ("translated G(x)", translate_batch(translator, x))]
+        attention = attention_batch(translator, x)
+        if attention is not None:
+            rows.append(("attention A (white: drawn, black: the input kept)", attention))
         y = resize_to(torch.from_numpy(self.frames["y"])[:, None], self.size)[:, 0].numpy()
         rows.append(("real angiograms y", y))
         cols = max(len(r[1]) for r in rows)
