@@ -621,6 +621,91 @@ class TranslateTrainConfig(TrainLoopConfig):
         return self.epochs_by_method.get(method, self.epochs)
 
 
+class SegmenterModelConfig(StrictModel):
+    """The vessel segmenter (`models.segmenter.VesselUNet`): Ronneberger et al.'s UNet with
+    GroupNorm; one level per entry of `channels` (the paper's 64-128-256-512-1024 is five).
+
+    Attributes:
+        channels: width of each level; every level after the first halves the resolution.
+        groups: GroupNorm groups, min(groups, width) at each level.
+    """
+
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    groups: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SegmenterModelConfig:
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            raise ValueError(f"channels must be two or more widths >= 1, got {list(self.channels)}")
+        for c in self.channels:
+            if c % min(self.groups, c):
+                raise ValueError(f"channels: {c} is not divisible by groups {self.groups}")
+        return self
+
+    @property
+    def factor(self) -> int:
+        """What image sides must be divisible by: 2 ** (levels - 1)."""
+        return 2 ** (len(self.channels) - 1)
+
+
+class SegmenterDataConfig(StrictModel):
+    """The segmenter's training crops (frames at their stored size; whole frames of any size
+    are segmented afterwards, the network being fully convolutional).
+
+    Attributes:
+        crop_size: side of the random training crops.
+        flip: random horizontal and vertical flips of the crops.
+    """
+
+    crop_size: int = Field(256, ge=8)
+    flip: bool = True
+
+
+class SegmenterTrainConfig(TrainLoopConfig):
+    """Segmenter training: AdamW on BCE with logits + `dice_weight` x soft Dice.
+
+    Attributes:
+        betas: AdamW's betas.
+        dice_weight: weight of the soft Dice loss (1 - Dice of the probabilities over the batch).
+        pos_weight: BCE weight of vessel pixels (None: 1; vessels are a few % of a frame).
+        decay_share: the last share of the steps over which the lr decays linearly to 0.
+    """
+
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int | None = Field(100, ge=1)
+    dice_weight: float = Field(1.0, ge=0)
+    pos_weight: float | None = Field(None, gt=0)
+    decay_share: float = Field(0.0, ge=0, le=1)
+    checkpoint_every: int | None = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _check_segmenter(self) -> SegmenterTrainConfig:
+        if self.gradient_accumulation != 1:
+            raise ValueError("gradient_accumulation must be 1 for the segmenter")
+        return self
+
+
+class SegmenterConfig(StrictModel):
+    """The vessel segmenter of CAS-GAN (the `segmenter:` section of configs/translate-*.yaml)."""
+
+    model: SegmenterModelConfig = Field(default_factory=SegmenterModelConfig)
+    data: SegmenterDataConfig = Field(default_factory=SegmenterDataConfig)
+    train: SegmenterTrainConfig = Field(default_factory=SegmenterTrainConfig)
+
+    @model_validator(mode="after")
+    def _check_crop(self) -> SegmenterConfig:
+        if self.data.crop_size % self.model.factor:
+            raise ValueError(
+                f"data.crop_size {self.data.crop_size} must be divisible by "
+                f"{self.model.factor} (2 ** (len(model.channels) - 1))"
+            )
+        return self
+
+
 class TranslateConfig(StrictModel):
     """A whole translation configuration (configs/translate-paper.yaml, translate-tiny.yaml)."""
 
@@ -631,6 +716,7 @@ class TranslateConfig(StrictModel):
     cut: CUTLossConfig = Field(default_factory=CUTLossConfig)
     casgan: CASGANConfig = Field(default_factory=CASGANConfig)
     train: TranslateTrainConfig = Field(default_factory=TranslateTrainConfig)
+    segmenter: SegmenterConfig = Field(default_factory=SegmenterConfig)
 
     @model_validator(mode="after")
     def _check_sizes(self) -> TranslateConfig:

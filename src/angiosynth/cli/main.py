@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from angiosynth import __version__
-from angiosynth.cli import curate, evaluate, phantom, phase, readerstudy, sample, train, translate
+from angiosynth.cli import (
+    curate,
+    evaluate,
+    phantom,
+    phase,
+    readerstudy,
+    sample,
+    segment,
+    train,
+    translate,
+)
 
 app = typer.Typer(
     name="angiosynth",
@@ -22,6 +32,7 @@ app.add_typer(phase.app, name="phase")
 app.add_typer(train.app, name="train")
 app.command("sample")(sample.sample_command)
 app.command("translate")(translate.translate_command)
+app.command("segment")(segment.segment_command)
 app.add_typer(readerstudy.app, name="reader-study")
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("fid")(evaluate.fid_command)

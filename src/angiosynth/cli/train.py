@@ -1,5 +1,6 @@
-"""`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5), and
-the contrast-free translation methods (CycleGAN, AttentionGAN, CUT)."""
+"""`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5), the
+contrast-free translation methods (CycleGAN, AttentionGAN, CUT) and CAS-GAN's vessel
+segmenter."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from angiosynth.cli._common import echo_above_bar, one_line_errors, progress_bar
 from angiosynth.config import LDMConfig, load_config
 
 app = typer.Typer(
-    help="Train the autoencoder (`vae`), the latent diffusion model (`ldm`) and a "
-    "contrast-free translation method (`translate`).",
+    help="Train the autoencoder (`vae`), the latent diffusion model (`ldm`), a "
+    "contrast-free translation method (`translate`) and the vessel segmenter (`segmenter`).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -188,3 +189,87 @@ def translate_command(
 def _print_log(record: dict) -> None:
     if "warning" in record:
         echo_above_bar(f"warning: {record['warning']}")
+
+
+@app.command("segmenter")
+@one_line_errors
+def segmenter_command(
+    data: Path = typer.Argument(None, help="A curated dataset (with native frames and "
+                                "arterial.parquet); or give --images and --masks."),
+    config: Path = typer.Option(None, "--config", "-c", dir_okay=False,
+                                help="YAML configuration with a `segmenter:` section "
+                                "(configs/translate-tiny.yaml for a CPU) [default: the paper-sized "
+                                "UNet of configs/translate-paper.yaml]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    images: Path = typer.Option(None, "--images", help="Folder of angiograms (with --masks)."),
+    masks: Path = typer.Option(None, "--masks", help="Folder of their vessel masks, same file "
+                               "names (> 0.5 of the full scale is vessel)."),
+    split: str = typer.Option("train", "--split", help="Split of a curated dataset to train on."),
+    held_out: str = typer.Option("val", "--held-out", help="Split of the dataset scored after "
+                                 "training; 'none' to skip."),
+    held_out_images: Path = typer.Option(None, "--held-out-images",
+                                         help="Held-out angiograms (with --images)."),
+    held_out_masks: Path = typer.Option(None, "--held-out-masks",
+                                        help="Their vessel masks (with --held-out-images)."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1,
+                                  help="Override segmenter.train.max_steps."),
+    seed: int = typer.Option(None, "--seed", help="Override segmenter.train.seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in OUT."),
+) -> None:  # fmt: skip
+    """Train the vessel segmenter of CAS-GAN: a UNet from angiograms to vessel masks.
+
+    DATA is a curated dataset: the native arterial frames of `--split` (what the translation
+    methods' y domain is), with the phantom's vessel labels as targets when the dataset's
+    archive has them (masks/ beside the curated DICOM folder), else vessel masks measured on
+    their DSA frames (`evaluation.morphology.vessel_mask`). Or two folders, `--images DIR
+    --masks DIR`, matched by file name (XCAD: `--images xcad/test/images --masks
+    xcad/test/masks`).
+
+    The UNet (`segmenter.model`: widths per level, GroupNorm) learns on random crops with
+    random flips (`segmenter.data`), BCE with logits + soft Dice (`segmenter.train`), AdamW.
+    Checkpoints (every `segmenter.train.checkpoint_every` steps) hold the network, its
+    optimiser, the LR schedule and the RNG states; `--resume` continues exactly. Runs under
+    `accelerate launch -m angiosynth.cli.main train segmenter ...` unchanged.
+
+    After training, the held-out split (`--held-out`, or `--held-out-images/--held-out-masks`)
+    is segmented whole and scored at threshold 0.5: Dice and clDice, mean and per frame.
+
+    Writes OUT/config.yaml, segmenter/ (safetensors + config.json; `angiosynth segment`, and
+    `train translate --method casgan --segmenter OUT`), checkpoints/, log.jsonl,
+    metrics.json (with "held_out") and held_out.png (frames, true masks, predictions).
+    """
+    from angiosynth.config import TranslateConfig
+    from angiosynth.data.segmentation import folder_segmentation, load_segmentation_set
+    from angiosynth.errors import OptionError
+    from angiosynth.evaluation.morphology import vessel_mask
+    from angiosynth.evaluation.segmentation import record_held_out
+    from angiosynth.training.segmenter import train_segmenter
+
+    if (held_out_images is None) != (held_out_masks is None):
+        raise OptionError("give both --held-out-images and --held-out-masks")
+    if held_out_images is not None and data is not None:
+        raise OptionError("--held-out-images goes with --images; for a dataset give --held-out")
+    if data is not None and held_out == split:
+        raise OptionError(f"--held-out {held_out} is the training split; give another split")
+    whole = TranslateConfig() if config is None else load_config(config, TranslateConfig)
+    cfg = whole.segmenter
+    updates = {k: v for k, v in (("max_steps", max_steps), ("seed", seed)) if v is not None}
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
+    train_set = load_segmentation_set(data, split, images, masks, vessel_mask)
+    scored = None
+    if held_out_images is not None:
+        scored = folder_segmentation(held_out_images, held_out_masks)
+    elif data is not None and held_out != "none":
+        scored = load_segmentation_set(data, held_out, dsa_mask=vessel_mask)
+    result = train_segmenter(train_set, cfg, out, progress_bar, None, overwrite, resume=resume)
+    typer.echo(
+        f"segmenter: {out}/segmenter ({result.steps} steps, {result.seconds_per_step:.3f} s per "
+        f"step, {result.seconds:.0f} s; {len(train_set)} frames, {train_set.targets} masks)"
+    )
+    if scored is not None:
+        scores = record_held_out(out, scored)
+        typer.echo(
+            f"held out: Dice {scores['dice']:.3f}, clDice {scores['cl_dice']:.3f} on "
+            f"{scores['frames']} frames ({out}/metrics.json, {out}/held_out.png)"
+        )

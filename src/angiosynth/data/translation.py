@@ -355,6 +355,30 @@ def phantom_folders(dataset: CuratedDataset) -> tuple[Path | None, Path | None]:
     return found[0], found[1]
 
 
+def native_arterial_ids(dataset: CuratedDataset, split: str) -> np.ndarray:
+    """(n,) frame ids of the native arterial frames of `split`: the y domain of
+    `load_translation_data`, in the same order.
+
+    Raises:
+        DatasetError: no arterial selection, or no such frames in `split`.
+    """
+    return _nonempty(_arterial_ids(dataset, split), dataset.root, split)
+
+
+def phantom_vessel_masks(dataset: CuratedDataset, frame_ids: np.ndarray) -> np.ndarray | None:
+    """(n, size, size) bool phantom vessel masks of curated frames (labels > 0, resized as in
+    `paired_truth`), or None when the dataset's archive has no masks folder (not a phantom
+    archive, or moved since curation).
+
+    Raises:
+        DatasetError: a frame's series has no file in the masks folder (names it).
+    """
+    _, masks = phantom_folders(dataset)
+    if masks is None:
+        return None
+    return _vessel_masks(dataset, np.asarray(frame_ids, dtype=np.int64), masks)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -391,11 +415,11 @@ def _xcad_domains(root: Path) -> TranslationData:
     if (root / XCAD_TEST_IMAGES).is_dir():
         y_test = folder_images(root / XCAD_TEST_IMAGES)
         if (root / XCAD_TEST_MASKS).is_dir():
-            masks = _matching_masks(y_test, root / XCAD_TEST_MASKS)
+            masks = matching_masks(y_test, root / XCAD_TEST_MASKS)
     return TranslationData(x_train, y_train, y_test, f"XCAD folder {root}", masks)
 
 
-def _matching_masks(images: FileImages, folder: Path) -> FileImages:
+def matching_masks(images: FileImages, folder: Path) -> FileImages:
     """The mask of each image, by file stem, in the images' order."""
     by_stem = {p.stem: p for p in image_files(folder)}
     missing = [f.name for f in images.files if f.stem not in by_stem]

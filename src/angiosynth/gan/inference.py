@@ -153,7 +153,7 @@ def _dataset_frames(images, frame_ids: np.ndarray, kind: str) -> Iterator[Frame]
 
 
 def _file_frames(root: Path, images: list[Path], dicoms: list[Path]) -> Iterator[Frame]:
-    names = _output_names(root, images + dicoms)
+    names = output_names(root, images + dicoms)
     for path in images:
         pixels, bits = read_image(path)
         source = path.relative_to(root).as_posix()
@@ -164,7 +164,7 @@ def _file_frames(root: Path, images: list[Path], dicoms: list[Path]) -> Iterator
             yield Frame(f"{names[path]}-f{k + 1:03d}", pixels, source, None, "dicom", 16)
 
 
-def _output_names(root: Path, files: list[Path]) -> dict[Path, str]:
+def output_names(root: Path, files: list[Path]) -> dict[Path, str]:
     """Each input's output name: its path below `root` without the suffix, or with the suffix
     appended where two inputs share a name otherwise (a.png, a.tif -> a-png, a-tif)."""
     stems = {path: path.relative_to(root).with_suffix("").as_posix() for path in files}
