@@ -95,9 +95,12 @@ def test_each_ablation_cell_builds_and_takes_a_step(drl, vsgg, vsgl):
     trainable = [p for p in method.generators.parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None for p in trainable)
     assert all(p.grad is None for p in method.discriminators.parameters())  # judged frozen
-    assert config.casgan.cell == (
-        "+".join(n for n, on in zip(("DRL", "VSGG", "VSGL"), (drl, vsgg, vsgl)) if on) or "none"
-    )
+
+
+def test_cells_are_named_by_the_modules_they_switch_on():
+    assert _config(False, False, False).casgan.cell == "none"
+    assert _config(True, False, True).casgan.cell == "DRL+VSGL"
+    assert _config().casgan.cell == "DRL+VSGG+VSGL"
 
 
 def test_vsgl_needs_a_segmenter():

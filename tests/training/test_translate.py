@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
-from angiosynth.config import TranslateConfig, load_config
+from angiosynth.config import SegmenterConfig, TranslateConfig, load_config
 from angiosynth.errors import OptionError
+from angiosynth.gan.segmenter import save_segmenter
 from angiosynth.gan.translator import load_translator, translate_batch
+from angiosynth.models.segmenter import VesselUNet
 from angiosynth.training.translate import train_translation
 
 
@@ -145,3 +148,54 @@ def test_bf16_autocast_trains(tmp_path):
     assert result.steps == 6 and all(np.isfinite(v) for v in result.last_losses.values())
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["train"]["mixed_precision"] == "bf16"
+
+
+def _segmenter_run(tmp_path):
+    """A (random-weight) saved segmenter: the VSGL plumbing does not need a trained one."""
+    torch.manual_seed(3)
+    save_segmenter(VesselUNet((4, 8), groups=2), SegmenterConfig(), tmp_path / "seg" / "segmenter")
+    return tmp_path / "seg"
+
+
+def _casgan_config(**train) -> TranslateConfig:
+    config = _config(**train)
+    casgan = config.casgan.model_copy(update={"encoder_blocks": 1, "predictor_blocks": 1})
+    return config.model_copy(update={"casgan": casgan})
+
+
+def test_casgan_trains_with_its_segmenter_and_resumes_exactly(tmp_path):
+    segmenter = _segmenter_run(tmp_path)
+    config = _casgan_config(checkpoint_every=3)
+    full = train_translation(_domains(), "casgan", config, tmp_path / "full", segmenter=segmenter)
+    assert {"gan_sem", "pred", "latent", "d_sem", "d_x", "d_y"} <= set(full.last_losses)
+    recorded = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())
+    assert recorded["segmenter"] == str(segmenter.resolve()) and recorded["casgan"]["vsgl"]
+    assert train_translation(_domains(), "casgan", config, tmp_path / "part", stop_after=3,
+                             segmenter=segmenter) is None  # fmt: skip
+    resumed = train_translation(_domains(), "casgan", config, tmp_path / "part", resume=True,
+                                segmenter=segmenter)  # fmt: skip
+    assert resumed.last_losses == full.last_losses
+    a = load_file(tmp_path / "full" / "generator" / "model.safetensors")
+    b = load_file(tmp_path / "part" / "generator" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    _, settings = load_translator(tmp_path / "full")
+    assert settings["method"] == "casgan" and settings["architecture"] == "casgan"
+    sheet = tmp_path / "full" / "samples" / "step-0000006.png"
+    assert sheet.stat().st_size > 1000  # with the attention row
+
+
+def test_casgan_segmenter_options_are_checked(tmp_path):
+    segmenter = _segmenter_run(tmp_path)
+    with pytest.raises(OptionError, match="--segmenter RUN"):
+        train_translation(_domains(), "casgan", _casgan_config(), tmp_path / "a")
+    with pytest.raises(OptionError, match="used by casgan only"):
+        train_translation(_domains(), "cyclegan", _config(), tmp_path / "b", segmenter=segmenter)
+    save_segmenter(VesselUNet((4, 8, 8, 8, 8, 8, 8), groups=2), SegmenterConfig(),
+                   tmp_path / "deep" / "segmenter")  # fmt: skip
+    with pytest.raises(OptionError, match="divisible by 64"):
+        train_translation(_domains(), "casgan", _casgan_config(), tmp_path / "c",
+                          segmenter=tmp_path / "deep")  # fmt: skip
+    off = _casgan_config()
+    off = off.model_copy(update={"casgan": off.casgan.model_copy(update={"vsgl": False})})
+    result = train_translation(_domains(), "casgan", off, tmp_path / "d", segmenter=segmenter)
+    assert "gan_sem" not in result.last_losses  # VSGL off: the segmenter is not used
