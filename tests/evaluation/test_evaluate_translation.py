@@ -176,6 +176,24 @@ def test_a_weaker_contrast_loses_vessels_in_the_true_window():
     assert fidelity.table["translation_dice"].mean() < 0.5 * fidelity.table["truth_dice"].mean()
 
 
+def test_scoring_the_translation_alone_gives_its_columns_of_the_full_scoring():
+    pairs = drawn_pairs(n=3)
+    faint = pairs.noncontrast - 0.5 * (pairs.noncontrast - pairs.contrast)
+    args = (pairs.noncontrast, faint, pairs.contrast, pairs.vessel_mask)
+
+    full = vessel_fidelity(*args)
+    alone = vessel_fidelity(*args, candidates=("translation",))
+
+    assert list(alone.maps) == list(alone.masks) == ["translation"]
+    assert list(alone.table.columns) == [c for c in full.table if c.startswith("translation_")]
+    pd.testing.assert_frame_equal(alone.table, full.table[alone.table.columns])
+    assert fidelity_summary(alone.table) == {
+        "translation": fidelity_summary(full.table)["translation"]
+    }
+    with pytest.raises(ValueError, match="'truht'"):
+        vessel_fidelity(*args, candidates=("truht",))
+
+
 def test_psnr_and_ssim_inside_the_field():
     truth = np.full((2, 16, 16), 0.5, np.float32)
     field = np.zeros_like(truth, bool)
