@@ -481,13 +481,15 @@ def test_cli_needs_exactly_one_of_fake_and_translated(tmp_path):
     missing = runner.invoke(app, [*base, "--translated", str(tmp_path)])
     steps = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-steps", "5",
                                 "--max-train", "9"])  # fmt: skip
+    compare = runner.invoke(app, [*base, "--fake", str(tmp_path), "--compare", str(tmp_path)])
 
-    for result in (both, neither, view, missing, steps):
+    for result in (both, neither, view, missing, steps, compare):
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "exactly one of --fake" in both.output and "exactly one of --fake" in neither.output
     assert "--fake only" in view.output
     assert "--view-steps, --max-train: for --fake only" in steps.output
     assert "no translations.csv" in missing.output
+    assert "--compare: for --translated only" in compare.output
 
 
 def test_real_features_are_cached_only_in_a_writable_folder(tmp_path):
@@ -508,3 +510,26 @@ def test_cli_prints_the_summary(loaders, real_dir, tmp_path):
     assert "truth (ceiling)" in result.output and "cl_dice" in result.output
     assert "report:" in result.output and "warning: real angiograms: 8 samples" in result.output
     assert "only 2 paired frames" in result.output
+
+
+def test_cli_prints_a_row_per_compared_translation(loaders, block_features, tmp_path):
+    pairs, _ = loaders
+    folder = write_translations(tmp_path / "t", pairs.contrast[:3], method="cas-gan")
+    baseline = write_translations(tmp_path / "b", pairs.noncontrast[:3], method="cyclegan")
+
+    result = runner.invoke(app, [
+        "evaluate", "--translated", str(folder), "--compare", str(baseline),
+        "--real", str(tmp_path), "--out", str(tmp_path / "e"), "--bootstrap", "5",
+        "--device", "cpu",
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    columns = ["method", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice", "psnr", "ssim"]
+    header = next(i for i, line in enumerate(lines) if line[-10:] == columns)  # after "set"
+    assert [line[:2] for line in lines[header + 2 : header + 6]] == [
+        ["translation", "cas-gan"], ["translation", "cyclegan"], ["truth", "(ceiling)"],
+        ["input", "(no"],
+    ]  # fmt: skip
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert list(metrics["compared"]) == ["cyclegan"] and (tmp_path / "e" / "pairs.png").exists()
