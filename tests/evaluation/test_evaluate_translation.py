@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from angiosynth.cli.main import app
 from angiosynth.dicom.subtraction import dsa_display
-from angiosynth.evaluation import fidelity, translation
+from angiosynth.evaluation import evaluate, fidelity, translation
 from angiosynth.evaluation.features import EvaluationError
 from angiosynth.evaluation.fidelity import (
     fidelity_summary,
@@ -27,9 +27,13 @@ from angiosynth.evaluation.fidelity import (
 )
 from angiosynth.evaluation.translation import (
     TranslationEvalOptions,
+    Translations,
+    aligned,
     evaluate_translation,
     read_translations,
+    translation_labels,
 )
+from angiosynth.evaluation.translation_report import build_examples_figure, build_pairs_figure
 
 runner = CliRunner()
 SIZE = 64
@@ -73,7 +77,9 @@ def _quantised(image: np.ndarray) -> np.ndarray:
     return (np.round(np.clip(image, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def write_translations(folder: Path, frames: np.ndarray, kind: str = "phantom-twin") -> Path:
+def write_translations(
+    folder: Path, frames: np.ndarray, kind: str = "phantom-twin", method: str = "test"
+) -> Path:
     """A translations folder as `angiosynth translate` writes it (8-bit PNGs)."""
     (folder / "images").mkdir(parents=True)
     rows = []
@@ -85,7 +91,7 @@ def write_translations(folder: Path, frames: np.ndarray, kind: str = "phantom-tw
                      "frame_id": 100 + i if paired else None, "kind": kind,
                      "height": frame.shape[0], "width": frame.shape[1], "bits": 8})  # fmt: skip
     pd.DataFrame(rows).to_csv(folder / "translations.csv", index=False)
-    meta = {"run": "run", "method": "test", "input": "x", "dataset": str(folder.parent / "data")}
+    meta = {"run": "run", "method": method, "input": "x", "dataset": str(folder.parent / "data")}
     (folder / "translate.json").write_text(json.dumps(meta))
     return folder
 
@@ -176,6 +182,24 @@ def test_a_weaker_contrast_loses_vessels_in_the_true_window():
     assert fidelity.table["translation_dice"].mean() < 0.5 * fidelity.table["truth_dice"].mean()
 
 
+def test_scoring_the_translation_alone_gives_its_columns_of_the_full_scoring():
+    pairs = drawn_pairs(n=3)
+    faint = pairs.noncontrast - 0.5 * (pairs.noncontrast - pairs.contrast)
+    args = (pairs.noncontrast, faint, pairs.contrast, pairs.vessel_mask)
+
+    full = vessel_fidelity(*args)
+    alone = vessel_fidelity(*args, candidates=("translation",))
+
+    assert list(alone.maps) == list(alone.masks) == ["translation"]
+    assert list(alone.table.columns) == [c for c in full.table if c.startswith("translation_")]
+    pd.testing.assert_frame_equal(alone.table, full.table[alone.table.columns])
+    assert fidelity_summary(alone.table) == {
+        "translation": fidelity_summary(full.table)["translation"]
+    }
+    with pytest.raises(ValueError, match="'truht'"):
+        vessel_fidelity(*args, candidates=("truht",))
+
+
 def test_psnr_and_ssim_inside_the_field():
     truth = np.full((2, 16, 16), 0.5, np.float32)
     field = np.zeros_like(truth, bool)
@@ -230,6 +254,49 @@ def test_translations_are_read_as_written(tmp_path):
     assert read.side() == SIZE and read.meta["method"] == "test"
     np.testing.assert_array_equal(np.stack(read.images), pairs.contrast)
     assert list(read.table["frame_id"]) == [100, 101, 102]
+
+
+def _in_memory(folder: str, method: str | None) -> Translations:
+    return Translations(Path(folder), pd.DataFrame(), [], {"method": method} if method else {})
+
+
+def test_labels_are_the_methods_made_unique():
+    every = [_in_memory("a/cas", "cas-gan"), _in_memory("b/base", "cyclegan"),
+             _in_memory("c/base2", "cyclegan"), _in_memory("d/no-method", None),
+             _in_memory("e/x", "truth"), _in_memory("f/y", "cyclegan")]  # fmt: skip
+
+    labels = translation_labels(every)
+
+    assert labels == ["cas-gan", "cyclegan", "cyclegan-2", "no-method", "truth-2", "cyclegan-3"]
+
+
+def test_a_compared_folder_is_aligned_to_the_primarys_inputs(tmp_path):
+    pairs = drawn_pairs(n=4)
+    primary = read_translations(write_translations(tmp_path / "a", pairs.contrast))
+    other = write_translations(tmp_path / "b", pairs.noncontrast)
+    table = pd.read_csv(other / "translations.csv")
+    table.iloc[[2, 0, 3, 1]].to_csv(other / "translations.csv", index=False)
+
+    again = aligned(primary, read_translations(other))
+
+    assert again.table["input"].tolist() == primary.table["input"].tolist()
+    np.testing.assert_array_equal(np.stack(again.images), pairs.noncontrast)
+
+
+def test_a_compared_folder_of_other_inputs_is_refused(loaders, tmp_path):
+    pairs, _ = loaders
+    primary = write_translations(tmp_path / "primary", pairs.contrast)
+    fewer = write_translations(tmp_path / "fewer", pairs.contrast[:5])
+    files = write_translations(tmp_path / "files", pairs.contrast, kind="folder")
+
+    for other, counts in ((fewer, f"3 of its {N} missing, 0 others"),
+                          (files, f"{N} of its {N} missing, {N} others")):  # fmt: skip
+        with pytest.raises(EvaluationError) as raised:
+            evaluate_translation(primary, tmp_path, tmp_path / "eval", OPTIONS, compare=[other])
+        message = str(raised.value)
+        assert message.startswith(f"{other}: not translations of the inputs of {primary}")
+        assert f"(translations.csv 'input': {counts})" in message and "\n" not in message
+    assert not (tmp_path / "eval").exists()
 
 
 # --- the evaluation (Inception on 8-frame sets) ---------------------------------------------------
@@ -292,6 +359,116 @@ def test_translations_without_pairs_get_distribution_metrics_only(loaders, real_
     assert not (tmp_path / "eval" / "frames.parquet").exists()
 
 
+@pytest.fixture
+def block_features(monkeypatch):
+    """Inception replaced by 4 x 4 block means (16 features: what is tested is how the
+    evaluation scores several translations, not the network); the descriptions of the feature
+    passes made, in order."""
+    passes = []
+
+    def features(images, total, protocol, *, desc, **_):
+        passes.append(desc)
+        stacked = np.stack([np.asarray(image, np.float64) for image in images])
+        n, h, w = stacked.shape
+        return stacked.reshape(n, 4, h // 4, 4, w // 4).mean(axis=(2, 4)).reshape(n, 16)
+
+    monkeypatch.setattr(evaluate, "inception_features", features)
+    return passes
+
+
+def test_a_compared_translation_scores_as_it_does_alone(loaders, block_features, tmp_path):
+    pairs, _ = loaders
+    real = tmp_path / "real"
+    real.mkdir()
+    perfect = write_translations(tmp_path / "perfect", pairs.contrast, method="cas-gan")
+    faint = pairs.noncontrast - 0.5 * (pairs.noncontrast - pairs.contrast)
+    faint = write_translations(tmp_path / "faint", faint)
+    blank = write_translations(tmp_path / "blank", pairs.noncontrast)
+
+    result = evaluate_translation(perfect, real, tmp_path / "eval", OPTIONS,
+                                  compare=[faint, blank])  # fmt: skip
+    passes, block_features[:] = list(block_features), []
+    alone = evaluate_translation(faint, real, tmp_path / "alone", OPTIONS)
+
+    # one real feature pass, shared by the three translations (the alone run reads its cache)
+    assert passes == ["real angiograms", "translated features (cas-gan)",
+                      "translated features (test)", "translated features (test-2)",
+                      "input features"]  # fmt: skip
+    assert block_features == ["translated features (test)", "input features"]
+    assert result["label"] == "cas-gan" and list(result["compared"]) == ["test", "test-2"]
+    compared = result["compared"]["test"]
+    assert compared["distribution"] == alone["distribution"]  # FID, KID, MMD, bootstrap ...
+    assert compared["vessel_fidelity"]["translation"] == alone["vessel_fidelity"]["translation"]
+    assert "truth" not in compared["vessel_fidelity"]
+    assert compared["translated"] == str(faint.resolve()) and compared["translate"]["run"] == "run"
+    assert result["compared"]["test-2"]["vessel_fidelity"]["translation"]["dice"] == 0.0
+    # the primary's numbers are at the top level, as without --compare
+    assert abs(result["distribution"]["fid"]) < 1e-6
+    paired = result["vessel_fidelity"]
+    assert paired["translation"]["dice"] == paired["truth"]["dice"] > 0.9
+    assert paired["truth"] == alone["vessel_fidelity"]["truth"]
+    assert result["input_distribution"] == alone["input_distribution"]
+    summary = result["summary"]
+    assert [(r["set"], r.get("method")) for r in summary] == [
+        ("translation", "cas-gan"), ("translation", "test"), ("translation", "test-2"),
+        ("truth (ceiling)", None), ("input (no translation)", None),
+    ]  # fmt: skip
+    assert summary[1] == alone["summary"][0] and summary[3:] == alone["summary"][1:]
+    frames = pd.read_parquet(tmp_path / "eval" / "frames.parquet")
+    single = pd.read_parquet(tmp_path / "alone" / "frames.parquet")
+    for measure in ("dice", "cl_dice", "psnr", "ssim"):
+        np.testing.assert_array_equal(frames[f"test_{measure}"], single[f"translation_{measure}"])
+    assert frames["test-2_output"].tolist() == single["output"].tolist()
+    assert "test_truth_dice" not in frames and (frames["test-2_dice"] == 0).all()
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "compared with <b>test</b>" in report and "<b>test-2</b>: FID" in report
+    assert report.count("<td>translation</td>") == 3
+
+
+# --- the figures --------------------------------------------------------------------------------
+
+
+def test_the_pairs_figure_shows_each_translation_and_its_vessel_map():
+    pairs = drawn_pairs(n=4)
+    faint = pairs.noncontrast - 0.5 * (pairs.noncontrast - pairs.contrast)
+    truth_args = (pairs.contrast, pairs.vessel_mask)
+    first = vessel_fidelity(pairs.noncontrast, pairs.contrast, *truth_args)
+    second = vessel_fidelity(pairs.noncontrast, faint, *truth_args, candidates=("translation",))
+    shown = [("cas-gan", list(pairs.contrast), first), ("cyclegan", list(faint), second)]
+
+    figure = build_pairs_figure(pairs, shown, k=3)
+
+    axes = np.asarray(figure.axes).reshape(3, -1)
+    assert axes.shape == (3, 7)
+    assert [ax.get_title() for ax in axes[0]] == [
+        "input", "cas-gan", "cyclegan", "true contrast",
+        "cas-gan: vessels", "cyclegan: vessels", "truth: vessels",
+    ]  # fmt: skip
+    row = 1  # frame 2 of 0..3 (shown_frames(4, 3) == [0, 2, 3])
+    np.testing.assert_array_equal(axes[row, 2].get_images()[0].get_array(), faint[2])
+    scores = second.table.iloc[2]
+    assert axes[row, 5].get_xlabel() == (
+        f"Dice {scores['translation_dice']:.2f}  clDice {scores['translation_cl_dice']:.2f}"
+    )
+    assert axes[row, 6].get_xlabel().startswith(f"Dice {first.table['truth_dice'][2]:.2f}")
+    assert all(ax.get_xlabel() == "" for ax in axes[row, :4])
+    single = build_pairs_figure(pairs, shown[:1], k=3)
+    assert len(single.axes) == 3 * 5  # one translation: today's five columns
+    width = figure.get_size_inches()[0]
+    assert width > single.get_size_inches()[0]
+
+
+def test_the_examples_figure_has_a_row_per_translation_above_the_real_ones():
+    pairs = drawn_pairs(n=5)
+    translated = [("cas-gan", list(pairs.contrast)), ("cyclegan", list(pairs.noncontrast))]
+
+    figure = build_examples_figure(translated, list(pairs.contrast[:3]), k=4)
+
+    axes = np.asarray(figure.axes).reshape(3, 4)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["cas-gan", "cyclegan", "real"]
+    assert [len(ax.get_images()) for ax in axes[2]] == [1, 1, 1, 0]
+
+
 # --- the command line -----------------------------------------------------------------------------
 
 
@@ -304,13 +481,15 @@ def test_cli_needs_exactly_one_of_fake_and_translated(tmp_path):
     missing = runner.invoke(app, [*base, "--translated", str(tmp_path)])
     steps = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-steps", "5",
                                 "--max-train", "9"])  # fmt: skip
+    compare = runner.invoke(app, [*base, "--fake", str(tmp_path), "--compare", str(tmp_path)])
 
-    for result in (both, neither, view, missing, steps):
+    for result in (both, neither, view, missing, steps, compare):
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "exactly one of --fake" in both.output and "exactly one of --fake" in neither.output
     assert "--fake only" in view.output
     assert "--view-steps, --max-train: for --fake only" in steps.output
     assert "no translations.csv" in missing.output
+    assert "--compare: for --translated only" in compare.output
 
 
 def test_real_features_are_cached_only_in_a_writable_folder(tmp_path):
@@ -331,3 +510,26 @@ def test_cli_prints_the_summary(loaders, real_dir, tmp_path):
     assert "truth (ceiling)" in result.output and "cl_dice" in result.output
     assert "report:" in result.output and "warning: real angiograms: 8 samples" in result.output
     assert "only 2 paired frames" in result.output
+
+
+def test_cli_prints_a_row_per_compared_translation(loaders, block_features, tmp_path):
+    pairs, _ = loaders
+    folder = write_translations(tmp_path / "t", pairs.contrast[:3], method="cas-gan")
+    baseline = write_translations(tmp_path / "b", pairs.noncontrast[:3], method="cyclegan")
+
+    result = runner.invoke(app, [
+        "evaluate", "--translated", str(folder), "--compare", str(baseline),
+        "--real", str(tmp_path), "--out", str(tmp_path / "e"), "--bootstrap", "5",
+        "--device", "cpu",
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    columns = ["method", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice", "psnr", "ssim"]
+    header = next(i for i, line in enumerate(lines) if line[-10:] == columns)  # after "set"
+    assert [line[:2] for line in lines[header + 2 : header + 6]] == [
+        ["translation", "cas-gan"], ["translation", "cyclegan"], ["truth", "(ceiling)"],
+        ["input", "(no"],
+    ]  # fmt: skip
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert list(metrics["compared"]) == ["cyclegan"] and (tmp_path / "e" / "pairs.png").exists()

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,13 +48,20 @@ def trained(pairs_dataset, tmp_path_factory):
     return run, config
 
 
-def test_a_dataset_translates_its_phantom_twins_and_evaluates_against_the_truth(
-    trained, pairs_dataset, tmp_path
-):
+@pytest.fixture(scope="module")
+def translated(trained, pairs_dataset, tmp_path_factory) -> Path:
+    """The pairs dataset's test split (its phantom twins) translated by the micro CycleGAN."""
     run, _ = trained
-    out, evaluation = tmp_path / "out", tmp_path / "eval"
+    out = tmp_path_factory.mktemp("translated") / "cyclegan"
     result = _invoke("translate", run, pairs_dataset.root, "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_dataset_translates_its_phantom_twins_and_evaluates_against_the_truth(
+    translated, pairs_dataset, tmp_path
+):
+    out, evaluation = translated, tmp_path / "eval"
     table = pd.read_csv(out / "translations.csv")
     arterial = pd.read_parquet(pairs_dataset.root / "arterial.parquet")
     assert set(table["frame_id"]) == set(arterial.loc[arterial["split"] == "test", "frame_id"])
@@ -72,6 +80,56 @@ def test_a_dataset_translates_its_phantom_twins_and_evaluates_against_the_truth(
     assert fidelity["truth"]["dice"] > 0.5
     assert 0 <= fidelity["translation"]["dice"] <= 1
     assert (evaluation / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_compares_two_translators_of_the_same_frames(
+    trained, translated, pairs_dataset, tmp_path
+):
+    _, config = trained
+    run, baseline = tmp_path / "run", tmp_path / "baseline"
+    result = _invoke("train", "translate", pairs_dataset.root, "--method", "attentiongan",
+                     "--config", config, "--out", run)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = _invoke("translate", run, pairs_dataset.root, "--out", baseline, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    evaluation = tmp_path / "eval"
+    result = _invoke("evaluate", "--translated", translated, "--compare", baseline,
+                     "--real", pairs_dataset.root, "--out", evaluation, "--device", "cpu",
+                     "--bootstrap", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["label"] == "cyclegan" and list(metrics["compared"]) == ["attentiongan"]
+    compared = metrics["compared"]["attentiongan"]
+    assert compared["translate"]["method"] == "attentiongan"
+    assert compared["distribution"]["n_fake"] == metrics["distribution"]["n_fake"]
+    assert compared["distribution"]["fid"] != metrics["distribution"]["fid"]
+    n_pairs = metrics["vessel_fidelity"]["n_pairs"]
+    assert compared["vessel_fidelity"]["n_pairs"] == n_pairs
+    assert 0 <= compared["vessel_fidelity"]["translation"]["dice"] <= 1
+    assert [r.get("method") for r in metrics["summary"][:2]] == ["cyclegan", "attentiongan"]
+    assert "attentiongan" in result.output and "truth (ceiling)" in result.output
+    frames = pd.read_parquet(evaluation / "frames.parquet")
+    assert len(frames) == n_pairs and frames["attentiongan_dice"].between(0, 1).all()
+    assert frames["attentiongan_output"].tolist() == frames["output"].tolist()  # same names
+    assert (evaluation / "pairs.png").is_file() and (evaluation / "pairs.pdf").is_file()
+
+
+def test_evaluate_refuses_to_compare_translations_of_other_frames(
+    translated, pairs_dataset, tmp_path
+):
+    other = tmp_path / "fewer"
+    shutil.copytree(translated, other)
+    table = pd.read_csv(other / "translations.csv")
+    table.iloc[1:].to_csv(other / "translations.csv", index=False)
+    result = _invoke("evaluate", "--translated", translated, "--compare", other,
+                     "--real", pairs_dataset.root, "--out", tmp_path / "eval")  # fmt: skip
+    assert result.exit_code == 2  # the last line, after the bars of reading the folders:
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith(f"error: {other}: not translations of the inputs of {translated}")
+    assert message.endswith(f"(translations.csv 'input': 1 of its {len(table)} missing, 0 others); "
+                            "compare translations of the same frames")  # fmt: skip
+    assert not (tmp_path / "eval").exists()
 
 
 def test_train_translate_resumes_through_the_cli(pairs_dataset, tmp_path):

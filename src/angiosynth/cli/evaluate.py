@@ -26,7 +26,17 @@ def evaluate_command(
     ),
     fake: Path = typer.Option(None, "--fake", help="Samples folder of `angiosynth sample`."),
     translated: Path = typer.Option(
-        None, "--translated", help="Translations folder of `angiosynth translate`."
+        None,
+        "--translated",
+        help="Translations folder of `angiosynth translate` (the primary one with --compare).",
+    ),
+    compare: list[Path] = typer.Option(
+        None,
+        "--compare",
+        metavar="TRANSLATED",
+        help="With --translated: another translations folder of the same inputs, scored "
+        "beside it against the same real features and truth (repeat for more; each labelled "
+        "by the method of its translate.json).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Evaluation folder to write."),
     split: str = typer.Option(_DEFAULTS.split, "--split", help="Split of the real frames."),
@@ -93,11 +103,17 @@ def evaluate_command(
     phantom's no-contrast twins, vessel fidelity against the exact truth: Dice and clDice of
     the vessel map (input - translation, windowed as the true DSA, Frangi vessel mask) against
     the true vessel mask, beside the truth's own map (the ceiling) and the untranslated input,
-    and PSNR / SSIM against the true contrast frame (dominated by the background). The
+    and PSNR / SSIM against the true contrast frame (dominated by the background). Each
+    --compare folder (translations of the same input frames, e.g. by another method) is scored
+    the same way against the same real features and truth: one summary row per translation
+    (labelled by its method), its numbers under "compared" in metrics.json, its columns in
+    frames.parquet and its frames beside the primary's in the report's figure. The
     view-classifier options and --max-train apply to --fake only (refused with --translated).
     """
     if (fake is None) == (translated is None):
         fail("give exactly one of --fake (samples) and --translated (translations)")
+    if fake is not None and compare:
+        fail("--compare: for --translated only (translations), not --fake")
     if translated is not None:
         given = [name for name, value, default in (
             ("--view-model", view_model, None), ("--view-config", view_config, None),
@@ -108,7 +124,7 @@ def evaluate_command(
             fail(f"{', '.join(given)}: for --fake only (samples), not --translated")
         settings = {"split": split, "max_real": max_real, "bootstrap": bootstrap,
                     "batch_size": batch_size, "device": device, "seed": seed}  # fmt: skip
-        _evaluate_translated(translated, real, out, settings)
+        _evaluate_translated(translated, compare or [], real, out, settings)
         return
     from angiosynth.evaluation.evaluate import evaluate, read_samples
     from angiosynth.runtime import resolve_device
@@ -133,11 +149,15 @@ def evaluate_command(
     typer.echo(f"report: {out / 'report.html'}")
 
 
-def _evaluate_translated(translated: Path, real: Path, out: Path, settings: dict) -> None:
+def _evaluate_translated(
+    translated: Path, compare: list[Path], real: Path, out: Path, settings: dict
+) -> None:
     from angiosynth.evaluation.translation import TranslationEvalOptions, evaluate_translation
 
     options = TranslationEvalOptions(**settings)
-    result = evaluate_translation(translated, real, out, options, progress=progress_bar)
+    result = evaluate_translation(
+        translated, real, out, options, progress=progress_bar, compare=compare
+    )
     _print_translation_summary(result)
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -145,7 +165,8 @@ def _evaluate_translated(translated: Path, real: Path, out: Path, settings: dict
 def _print_translation_summary(result: dict) -> None:
     from tabulate import tabulate
 
-    columns = ["set", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice", "psnr", "ssim"]
+    columns = ["set", "method", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice",
+               "psnr", "ssim"]  # fmt: skip
     rows = [[r.get(c) for c in columns] for r in result["summary"]]
     typer.echo(tabulate(rows, headers=columns, floatfmt=".3g", missingval="-"))
     for warning in result["warnings"]:

@@ -131,9 +131,10 @@ class VesselFidelity:
 
     Attributes:
         field: (n, H, W) boolean measured area.
-        maps: candidate ("translation", "truth", "input") -> (n, H, W) vessel map.
+        maps: candidate scored ("translation", "truth", "input") -> (n, H, W) vessel map.
         masks: candidate -> (n, H, W) boolean vessel mask of its map.
-        table: one row per frame: `<candidate>_dice`, `_cl_dice`, `_psnr`, `_ssim`.
+        table: one row per frame: `<candidate>_dice`, `_cl_dice`, `_psnr`, `_ssim` for each
+            candidate scored.
     """
 
     field: np.ndarray
@@ -149,6 +150,7 @@ def vessel_fidelity(
     true_mask: np.ndarray,
     *,
     percentile: float = 99.5,
+    candidates: tuple[str, ...] = CANDIDATES,
     progress: Progress | None = None,
 ) -> VesselFidelity:
     """Dice, clDice, PSNR and SSIM of translated frames against their exact truth.
@@ -159,22 +161,30 @@ def vessel_fidelity(
         contrast: (n, H, W) the true contrast frames.
         true_mask: (n, H, W) the true vessel masks.
         percentile: see `difference_scale`.
+        candidates: those of CANDIDATES to score (("translation",) for another translation of
+            inputs whose truth and input are scored already: they do not depend on it).
         progress: optional progress-bar wrapper.
 
     Returns:
         The maps, masks and per-frame scores of the translation, the truth (the ceiling of
-        the vessel-map method) and the input (no translation); PSNR and SSIM of the truth
-        against itself are left out (NaN).
+        the vessel-map method) and the input (no translation), of those in `candidates`;
+        PSNR and SSIM of the truth against itself are left out (NaN).
+
+    Raises:
+        ValueError: a candidate not in CANDIDATES.
     """
+    if unknown := set(candidates) - set(CANDIDATES):
+        raise ValueError(f"candidates: {sorted(unknown)} not in {CANDIDATES}")
     inputs, outputs, contrast = as_unit(inputs), as_unit(outputs), as_unit(contrast)
     true_mask = np.asarray(true_mask, dtype=bool)
     field = frame_fields(inputs)
     scale = difference_scale(inputs - contrast, field, percentile)
-    frames = {"translation": outputs, "truth": contrast, "input": inputs}
+    every = {"translation": outputs, "truth": contrast, "input": inputs}
+    frames = {name: every[name] for name in candidates}
     maps = {name: vessel_map(inputs, f, field, scale) for name, f in frames.items()}
     masks = {name: vessel_masks(m, progress, f"vessel maps ({name})") for name, m in maps.items()}
     columns = {}
-    for name in CANDIDATES:
+    for name in candidates:
         columns[f"{name}_dice"] = vessels.dice_scores(masks[name], true_mask)
         columns[f"{name}_cl_dice"] = vessels.cl_dice_scores(masks[name], true_mask)
         trivial = name == "truth"
@@ -185,10 +195,11 @@ def vessel_fidelity(
 
 
 def fidelity_summary(table: pd.DataFrame) -> dict:
-    """Means over frames per candidate: dice, cl_dice, psnr (over finite values; frames with
-    infinite PSNR counted as `identical_frames`), ssim; None where not measured."""
+    """Means over frames per candidate of the table (`VesselFidelity.table`): dice, cl_dice,
+    psnr (over finite values; frames with infinite PSNR counted as `identical_frames`), ssim;
+    None where not measured."""
     summary = {}
-    for name in CANDIDATES:
+    for name in (n for n in CANDIDATES if f"{n}_dice" in table):
         psnr = table[f"{name}_psnr"].to_numpy()
         finite = psnr[np.isfinite(psnr)]
         summary[name] = {
@@ -198,7 +209,8 @@ def fidelity_summary(table: pd.DataFrame) -> dict:
             "ssim": _mean_or_none(table[f"{name}_ssim"]),
             "identical_frames": int(np.isposinf(psnr).sum()),
         }
-    summary["truth"].update(psnr=None, ssim=None, identical_frames=None)
+    if "truth" in summary:
+        summary["truth"].update(psnr=None, ssim=None, identical_frames=None)
     return summary
 
 

@@ -1,23 +1,34 @@
 """`angiosynth evaluate --translated`: translated frames against real angiograms, and against
-the exact truth where the phantom gives it.
+the exact truth where the phantom gives it; optionally several translations of the same inputs
+side by side (`--compare`).
 
 Inputs: a translations folder of `angiosynth translate` (`OUT/translations.csv`, its PNG files
-and `OUT/translate.json`) and the real angiograms of one split (`data.translation.
-real_angiograms`: a curated dataset's native arterial frames, XCAD's test/images or a folder).
-Output folder::
+and `OUT/translate.json`), the primary, optionally more translations folders of the same input
+frames (the same `input` column of translations.csv, in any order), and the real angiograms of
+one split (`data.translation.real_angiograms`: a curated dataset's native arterial frames,
+XCAD's test/images or a folder). Each translation is labelled by the method of its
+translate.json (else its folder's name; repeats get -2, -3 ...). Output folder::
 
     EVAL/
-      metrics.json      every number, set sizes, the feature protocol, the vessel-map method
-      report.html       the metrics table and the figures below
-      frames.parquet    per paired frame: Dice, clDice, PSNR, SSIM (translation, truth, input)
-      pairs.png/.pdf    input / translation / true contrast frame / vessel maps vs the mask
-      examples.png/.pdf translations above real angiograms (when there are no pairs)
+      metrics.json      every number, set sizes, the feature protocol, the vessel-map method:
+                        the primary's at the top level (its label in "label"), each compared
+                        translation's under "compared" -> label ("distribution",
+                        "vessel_fidelity", its folder and translate.json); "summary" has one
+                        row per translation ("method": its label), then the truth (ceiling)
+                        and the input (no translation)
+      report.html       the summary table and the figures below
+      frames.parquet    per paired frame: Dice, clDice, PSNR, SSIM (translation, truth, input),
+                        then each compared translation's output and scores as `<label>_dice` ...
+      pairs.png/.pdf    input / each translation / true contrast frame / the vessel maps of
+                        each translation and of the truth against the mask
+      examples.png/.pdf each translation's row above real angiograms (when there are no pairs)
 
 **Distribution** (Table I of CAS-GAN): FID, KID (cubic kernel, mean and std over subsets) and
 the Gaussian-kernel MMD (median heuristic; x10 as in the table, whose kernel is not published)
 of the translations against the real angiograms, on Inception pool3 features with the protocol
 of `evaluation.features` (recorded in metrics.json), through `metrics.distribution_metrics`.
-Real features are cached under REAL/cache/features when REAL is a writable folder.
+Real features are cached under REAL/cache/features when REAL is a writable folder; they are
+computed (or read) once and every translation is scored against them.
 
 **Vessel fidelity**, where the translated frames are the phantom's no-contrast twins of
 arterial frames (kind "phantom-twin") and `data.translation.paired_truth` gives the true
@@ -49,6 +60,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +84,7 @@ from angiosynth.evaluation.features import (
     FeatureProtocol,
 )
 from angiosynth.evaluation.fidelity import (
+    CANDIDATES,
     VESSEL_MAP_METHOD,
     VesselFidelity,
     as_unit,
@@ -90,6 +103,10 @@ TRANSLATE_FILE = "translate.json"
 PAIRED_KIND = "phantom-twin"
 #: The per-frame table of the vessel fidelity.
 FRAMES_FILE = "frames.parquet"
+#: The vessel scores of a summary row.
+SCORES = ("dice", "cl_dice", "psnr", "ssim")
+#: Names no label may take: frames.parquet's columns of the primary start with them.
+RESERVED_LABELS = frozenset(CANDIDATES)
 
 
 class TranslationEvalOptions(StrictModel):
@@ -201,14 +218,62 @@ def read_real(
     return frames, [source.names[int(i)] for i in positions]
 
 
+def compared_translations(
+    translated: Path, compare: Sequence[Path] = (), progress: Progress | None = None
+) -> list[Translations]:
+    """The primary translations folder and the folders compared with it, each compared one's
+    rows in the primary's order of inputs (`aligned`)."""
+    primary = read_translations(translated, progress)
+    return [primary, *(aligned(primary, read_translations(f, progress)) for f in compare)]
+
+
+def aligned(primary: Translations, other: Translations) -> Translations:
+    """`other` with its rows (table and images) in the order of `primary`'s inputs.
+
+    Raises:
+        EvaluationError: `other` translates other input frames than `primary` (the `input`
+            columns of their translations.csv differ as sets), naming its folder.
+    """
+    mine, theirs = _sources(primary), _sources(other)
+    if sorted(mine) != sorted(theirs):
+        missing, foreign = len(set(mine) - set(theirs)), len(set(theirs) - set(mine))
+        raise EvaluationError(
+            f"{other.folder}: not translations of the inputs of {primary.folder} "
+            f"({TRANSLATIONS_FILE} 'input': {missing} of its {len(mine)} missing, {foreign} "
+            "others); compare translations of the same frames"
+        )
+    # the k-th occurrence of an input in `other` goes where its k-th occurrence in `primary` is
+    order = np.argsort(theirs, kind="stable")[np.argsort(np.argsort(mine, kind="stable"))]
+    table = other.table.iloc[order].reset_index(drop=True)
+    return Translations(other.folder, table, [other.images[i] for i in order], other.meta)
+
+
+def _sources(translations: Translations) -> np.ndarray:
+    """The `input` column of translations.csv as (n,) strings."""
+    if "input" not in translations.table:
+        raise EvaluationError(f"{translations.folder / TRANSLATIONS_FILE}: no 'input' column")
+    return translations.table["input"].astype(str).to_numpy()
+
+
+def translation_labels(every: Sequence[Translations]) -> list[str]:
+    """Each translation's label: the method of its translate.json, else its folder's name;
+    repeats (and the names of frames.parquet's own columns) get -2, -3 ... in order."""
+    labels: list[str] = []
+    for translations in every:
+        base = str(translations.meta.get("method") or Path(translations.folder).resolve().name)
+        label, k = base, 1
+        while label in labels or label in RESERVED_LABELS:
+            k += 1
+            label = f"{base}-{k}"
+        labels.append(label)
+    return labels
+
+
 def paired_frames(translations: Translations, root: Path) -> tuple[np.ndarray, object] | None:
     """The rows of phantom-twin translations and their truth, or None without pairs.
 
     Returns:
         (row positions in translations.table, PairedTruth with one frame per position).
-
-    Raises:
-        EvaluationError: a translation whose size is not its truth's.
     """
     table = translations.table
     if "kind" not in table or "frame_id" not in table:
@@ -217,16 +282,24 @@ def paired_frames(translations: Translations, root: Path) -> tuple[np.ndarray, o
     if rows.size == 0:
         return None
     truth = paired_truth(root, table["frame_id"].to_numpy()[rows].astype(np.int64))
-    if truth is None:
-        return None
+    return None if truth is None else (rows, truth)
+
+
+def paired_outputs(translations: Translations, pairs) -> np.ndarray:
+    """(n, H, W) the translations of the paired rows, in the order of the truth.
+
+    Raises:
+        EvaluationError: a translation whose size is not its truth's (naming the file).
+    """
+    rows, truth = pairs
     expected = tuple(np.shape(truth.contrast)[1:])
     for row in rows:
         if translations.images[row].shape != expected:
-            name = translations.folder / table["output"].iat[row]
+            name = translations.folder / translations.table["output"].iat[row]
             raise EvaluationError(
                 f"{name}: {translations.images[row].shape} but its truth is {expected}"
             )
-    return rows, truth
+    return np.stack([translations.images[r] for r in rows])
 
 
 # --- features and distribution metrics -----------------------------------------------------
@@ -262,6 +335,65 @@ def distribution(real_f: np.ndarray, fake_f: np.ndarray, options) -> dict:
     return {**result, "warnings": [note for note in notes if note]}
 
 
+# --- scoring one translation ---------------------------------------------------------------
+
+
+@dataclass
+class ScoredTranslation:
+    """One translation's scores (`score_translation`).
+
+    Attributes:
+        label: its name in the summary, the figures and frames.parquet (`translation_labels`).
+        translations: the `Translations`, rows in the primary's order of inputs.
+        distribution: `distribution` of its frames against the real angiograms.
+        fidelity: `VesselFidelity` of its paired frames (one per pair row); None without pairs.
+    """
+
+    label: str
+    translations: Translations
+    distribution: dict
+    fidelity: VesselFidelity | None
+
+
+def score_translation(
+    label: str,
+    translations: Translations,
+    real_f: np.ndarray,
+    pairs,
+    options: TranslationEvalOptions,
+    progress: Progress | None = None,
+    candidates: tuple[str, ...] = CANDIDATES,
+) -> ScoredTranslation:
+    """Scores one translation: FID, KID and MMD of its frames against the real angiograms'
+    (N, 2048) features `real_f`, and with `pairs` ((rows, PairedTruth) of `paired_frames`) the
+    vessel fidelity of its paired rows (`fidelity.vessel_fidelity` of `candidates`)."""
+    outputs = None if pairs is None else paired_outputs(translations, pairs)  # sizes first
+    desc = f"translated features ({label})"
+    fake_f = frame_features(translations.images, options, None, progress, desc)
+    fidelity = None
+    if pairs is not None:
+        truth = pairs[1]
+        fidelity = vessel_fidelity(
+            truth.noncontrast, outputs, truth.contrast, truth.vessel_mask,
+            percentile=options.percentile, candidates=candidates, progress=progress,
+        )  # fmt: skip
+    return ScoredTranslation(label, translations, distribution(real_f, fake_f, options), fidelity)
+
+
+def score_translations(
+    every: Sequence[Translations], real_f: np.ndarray, pairs, options, progress=None
+) -> list[ScoredTranslation]:
+    """`score_translation` of each (the primary first, labelled by `translation_labels`): the
+    primary with every candidate, the others with their translation only (the truth's and the
+    input's maps do not depend on the translation)."""
+    labels = translation_labels(every)
+    candidates = [CANDIDATES] + [("translation",)] * (len(every) - 1)
+    return [
+        score_translation(label, translations, real_f, pairs, options, progress, scored)
+        for label, translations, scored in zip(labels, every, candidates, strict=True)
+    ]
+
+
 # --- the evaluation ------------------------------------------------------------------------
 
 
@@ -271,49 +403,45 @@ def evaluate_translation(
     out: Path,
     options: TranslationEvalOptions | None = None,
     progress: Progress | None = None,
+    *,
+    compare: Sequence[Path] = (),
 ) -> dict:
     """Evaluates a translations folder against real angiograms and writes EVAL (see the
     module docstring).
 
     Args:
-        translated: a translations folder of `angiosynth translate`.
+        translated: a translations folder of `angiosynth translate` (the primary).
         real: the real angiograms (see `data.translation.real_angiograms`).
         out: the evaluation folder to write.
         options: settings (defaults: `TranslationEvalOptions()`).
         progress: optional progress-bar wrapper.
+        compare: translations folders of the same inputs, scored beside the primary against
+            the same real features and truth (metrics.json["compared"]).
 
     Returns:
         The content of metrics.json.
 
     Raises:
-        EvaluationError: a missing or malformed translations folder, fewer than 2
-            translations or real angiograms.
+        EvaluationError: a missing or malformed translations folder, a compared folder of
+            other inputs, fewer than 2 translations or real angiograms.
     """
     options = options or TranslationEvalOptions()
     options = options.model_copy(update={"device": str(resolve_device(options.device))})
     out = Path(out)
-    translations = read_translations(translated, progress)
+    every = compared_translations(translated, compare, progress)
     real_frames, real_names = read_real(real, options, progress)
-    _check_sizes(translated, len(translations.images), real, len(real_frames))
-    via = translations.side()
-    fake_f = frame_features(translations.images, options, None, progress, "translated features")
-    real_f, cached = real_features(real, real_frames, options, via, progress)
-    dist = distribution(real_f, fake_f, options)
-    root = Path(translations.meta.get("dataset") or real)
-    pairs = paired_frames(translations, root)
-    fidelity = None if pairs is None else _fidelity(translations, pairs, options, progress)
+    _check_sizes(translated, len(every[0].images), real, len(real_frames))
+    real_f, cached = real_features(real, real_frames, options, every[0].side(), progress)
+    root = Path(every[0].meta.get("dataset") or real)
+    pairs = paired_frames(every[0], root)
+    scored = score_translations(every, real_f, pairs, options, progress)
     input_dist = None if pairs is None else _input_distribution(real_f, pairs, options, progress)
-    result = _result(translations, real, root, real_frames, cached, dist, fidelity, options)
-    if input_dist is not None:
-        result["input_distribution"] = input_dist
-        result["summary"] = summary_rows(dist, result["vessel_fidelity"], input_dist)
+    result = _result(scored, real, root, real_frames, cached, input_dist, options)
     out.mkdir(parents=True, exist_ok=True)
-    if fidelity is not None:
-        write_table_atomic(_frames_table(translations, pairs[0], fidelity), out / FRAMES_FILE)
+    if pairs is not None:
+        write_table_atomic(_frames_table(scored, pairs[0]), out / FRAMES_FILE)
     write_json_atomic(out / METRICS_FILE, result)
-    write_translation_report(
-        out, result, translations, real_frames, real_names, pairs, fidelity, options
-    )
+    write_translation_report(out, result, scored, real_frames, real_names, pairs, options)
     return result
 
 
@@ -324,32 +452,40 @@ def _check_sizes(translated: Path, n_fake: int, real: Path, n_real: int) -> None
         raise EvaluationError(f"{real}: fewer than 2 real angiograms")
 
 
-def _fidelity(translations: Translations, pairs, options, progress) -> VesselFidelity:
-    rows, truth = pairs
-    outputs = np.stack([translations.images[r] for r in rows])
-    return vessel_fidelity(
-        truth.noncontrast, outputs, truth.contrast, truth.vessel_mask,
-        percentile=options.percentile, progress=progress,
-    )  # fmt: skip
+def _frames_table(scored: list[ScoredTranslation], rows) -> pd.DataFrame:
+    """The primary's keys and scores, then each compared translation's output and scores
+    with `translation_` replaced by its label."""
+    first = scored[0]
+    keys = first.translations.table.iloc[rows][["output", "frame_id"]].reset_index(drop=True)
+    parts = [keys, first.fidelity.table]
+    for other in scored[1:]:
+        output = other.translations.table["output"].iloc[rows].reset_index(drop=True)
+        parts.append(output.rename(f"{other.label}_output").to_frame())
+        table = other.fidelity.table
+        names = {c: c.replace("translation_", f"{other.label}_", 1) for c in table.columns}
+        parts.append(table.rename(columns=names))
+    return pd.concat(parts, axis=1)
 
 
-def _frames_table(translations: Translations, rows, fidelity: VesselFidelity) -> pd.DataFrame:
-    keys = translations.table.iloc[rows][["output", "frame_id"]].reset_index(drop=True)
-    return pd.concat([keys, fidelity.table], axis=1)
+def _paired(fidelity: VesselFidelity | None, root: Path, options) -> dict | None:
+    """metrics.json's "vessel_fidelity" of one translation (None without pairs)."""
+    if fidelity is None:
+        return None
+    return {
+        "n_pairs": len(fidelity.table),
+        "truth_root": str(Path(root).resolve()),
+        "method": {**VESSEL_MAP_METHOD, "percentile": options.percentile},
+        **fidelity_summary(fidelity.table),
+    }
 
 
-def _result(translations, real, root, real_frames, cached, dist, fidelity, options) -> dict:
+def _result(scored, real, root, real_frames, cached, input_dist, options) -> dict:
+    first = scored[0]
+    translations, dist = first.translations, first.distribution
+    paired = _paired(first.fidelity, root, options)
     warnings_ = list(dist["warnings"])
-    paired = None
-    if fidelity is not None:
-        paired = {
-            "n_pairs": len(fidelity.table),
-            "truth_root": str(Path(root).resolve()),
-            "method": {**VESSEL_MAP_METHOD, "percentile": options.percentile},
-            **fidelity_summary(fidelity.table),
-        }
-        if len(fidelity.table) < 10:
-            warnings_.append(f"only {len(fidelity.table)} paired frames: vessel scores are noisy")
+    if paired is not None and paired["n_pairs"] < 10:
+        warnings_.append(f"only {paired['n_pairs']} paired frames: vessel scores are noisy")
     inputs = {
         "translated": str(Path(translations.folder).resolve()),
         "real": str(Path(real).resolve()),
@@ -362,15 +498,32 @@ def _result(translations, real, root, real_frames, cached, dist, fidelity, optio
         "kinds": _kinds(translations.table),
         "real_features_cached": cached,
     }
-    return {
+    compared = {s.label: _compared(s, root, options) for s in scored[1:]}
+    rows = [(first.label, dist, paired)]
+    rows += [(label, c["distribution"], c["vessel_fidelity"]) for label, c in compared.items()]
+    result = {
         "angiosynth_version": __version__,
         "inputs": inputs,
         "protocol": options.protocol.to_dict(),
         "distribution": dist,
         "vessel_fidelity": paired,
-        "summary": summary_rows(dist, paired),
+        "summary": summary_rows(rows, input_dist),
         "warnings": warnings_,
         "versions": package_versions(),
+    }
+    if input_dist is not None:
+        result["input_distribution"] = input_dist
+    return result | {"label": first.label, "compared": compared}
+
+
+def _compared(scored: ScoredTranslation, root: Path, options) -> dict:
+    """metrics.json["compared"][label]: a compared translation's folder, translate.json and
+    scores, keyed as the primary's."""
+    return {
+        "translated": str(Path(scored.translations.folder).resolve()),
+        "translate": scored.translations.meta,
+        "distribution": scored.distribution,
+        "vessel_fidelity": _paired(scored.fidelity, root, options),
     }
 
 
@@ -382,20 +535,30 @@ def _input_distribution(real_f: np.ndarray, pairs, options, progress) -> dict:
     return distribution(real_f, input_f, options)
 
 
-def summary_rows(dist: dict, paired: dict | None, input_dist: dict | None = None) -> list[dict]:
-    """The summary table: the translations' distribution and vessel scores, then the truth
-    (ceiling) and the input (no translation) where there are pairs, with the input's
-    distribution measures when given."""
-    blank = dict.fromkeys(("dice", "cl_dice", "psnr", "ssim"))
+def summary_rows(
+    translations: Sequence[tuple[str, dict, dict | None]], input_dist: dict | None = None
+) -> list[dict]:
+    """The summary table: one row per translation, then the truth (ceiling) and the input (no
+    translation) where there are pairs, with the input's distribution measures when given.
+
+    Args:
+        translations: (label, distribution, vessel_fidelity or None) per translation, the
+            primary first (the truth's and the input's rows are its).
+        input_dist: `distribution` of the untranslated inputs.
+    """
+    blank = dict.fromkeys(SCORES)
     rows = [
         {
             "set": "translation",
+            "method": label,
             "n": dist["n_fake"],
             "n_real": dist["n_real"],
             **_distances(dist),
             **(blank if paired is None else _scores(paired["translation"])),
         }
+        for label, dist, paired in translations
     ]
+    paired = translations[0][2]
     if paired is not None:
         for name, label in (("truth", "truth (ceiling)"), ("input", "input (no translation)")):
             rows.append({"set": label, "n": paired["n_pairs"], **_scores(paired[name])})
@@ -410,7 +573,7 @@ def _distances(dist: dict) -> dict:
 
 
 def _scores(values: dict) -> dict:
-    return {k: values[k] for k in ("dice", "cl_dice", "psnr", "ssim")}
+    return {k: values[k] for k in SCORES}
 
 
 def _sizes(frames: list[np.ndarray]) -> dict[str, int]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,9 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
+from angiosynth.evaluation.fidelity import VesselFidelity
 from angiosynth.evaluation.report import PAGE_STYLE, html_figure, html_table, save_figure
 from angiosynth.runfiles import write_text_atomic
+
+if TYPE_CHECKING:
+    from angiosynth.evaluation.translation import ScoredTranslation
+
+#: One translation in the pairs figure: its label, its (H, W) translations of the pairs (in
+#: the truth's order) and their `VesselFidelity`.
+Shown = tuple[str, Sequence[np.ndarray], VesselFidelity]
 
 #: RGB of vessel pixels in `mask_comparison`: found and true, found only, true only (missed).
 HIT, FALSE_HIT, MISS = (0.15, 0.8, 0.2), (0.95, 0.2, 0.1), (0.2, 0.45, 1.0)
@@ -49,31 +60,58 @@ def shown_frames(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
 
 
-def pairs_figure(pairs, fidelity, outputs, options, path: Path) -> str:
-    """Rows of paired frames: input, translation, true contrast frame, and the vessel maps of
-    the translation and of the truth with their masks against the true mask."""
-    _, truth = pairs
-    chosen = shown_frames(len(outputs), options.figure_frames)
-    titles = ("input", "translation", "true contrast", "translation: vessels", "truth: vessels")
-    fig, axes = plt.subplots(len(chosen), 5, figsize=(10, 2.1 * len(chosen)), squeeze=False)
+def pairs_figure(truth, shown: Sequence[Shown], k: int, path: Path) -> str:
+    """Draws `build_pairs_figure` into path (PNG, and PDF beside it); returns the PNG's name."""
+    return save_figure(build_pairs_figure(truth, shown, k), path)
+
+
+def build_pairs_figure(truth, shown: Sequence[Shown], k: int) -> Figure:
+    """Rows of paired frames: the input, each translation, the true contrast frame, then the
+    vessel map of each translation and of the truth with its mask against the true mask
+    (Dice and clDice below each map).
+
+    Args:
+        truth: the `PairedTruth` of the n pairs ((n, H, W) noncontrast, contrast, vessel_mask).
+        shown: (label, its n (H, W) translations, its `VesselFidelity`) per translation, the
+            primary first (its fidelity also holds the truth's map).
+        k: at most this many frames, spread evenly.
+
+    Returns:
+        The figure: one row per frame shown, 2 * len(shown) + 3 columns.
+    """
+    chosen = shown_frames(len(truth.contrast), k)
+    maps = [(f"{label}: vessels", fidelity, "translation") for label, _, fidelity in shown]
+    maps.append(("truth: vessels", shown[0][2], "truth"))
+    titles = ["input", *(label for label, _, _ in shown), "true contrast", *(m[0] for m in maps)]
+    width = len(titles)
+    fig, axes = plt.subplots(len(chosen), width, figsize=(2.0 * width, 2.1 * len(chosen)),
+                             squeeze=False)  # fmt: skip
     mask = np.asarray(truth.vessel_mask, bool)
     for row, i in zip(axes, chosen, strict=True):
-        images = (_grey(truth.noncontrast[i]), outputs[i], _grey(truth.contrast[i]))
-        for ax, image in zip(row[:3], images, strict=True):
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        for ax, name in zip(row[3:], ("translation", "truth"), strict=True):
-            ax.imshow(mask_comparison(fidelity.maps[name][i], fidelity.masks[name][i], mask[i]))
-            scores = fidelity.table.iloc[i]
-            ax.set_xlabel(
-                f"Dice {scores[f'{name}_dice']:.2f}  clDice {scores[f'{name}_cl_dice']:.2f}",
-                fontsize=7,
-            )
-    for j, title in enumerate(titles):
-        axes[0, j].set_title(title, fontsize=8)
+        frames = [truth.noncontrast[i], *(outputs[i] for _, outputs, _ in shown), truth.contrast[i]]
+        for ax, frame in zip(row[: len(frames)], frames, strict=True):
+            ax.imshow(_grey(frame), cmap="gray", vmin=0, vmax=1)
+        for ax, (_, fidelity, name) in zip(row[len(frames) :], maps, strict=True):
+            _vessel_panel(ax, fidelity, name, i, mask[i])
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title, fontsize=8)
+    _bare(axes)
+    return fig
+
+
+def _vessel_panel(ax, fidelity, name: str, i: int, true_mask: np.ndarray) -> None:
+    """Frame i's vessel map of candidate `name` against the true mask, its scores below."""
+    ax.imshow(mask_comparison(fidelity.maps[name][i], fidelity.masks[name][i], true_mask))
+    scores = fidelity.table.iloc[i]
+    ax.set_xlabel(
+        f"Dice {scores[f'{name}_dice']:.2f}  clDice {scores[f'{name}_cl_dice']:.2f}", fontsize=7
+    )
+
+
+def _bare(axes: np.ndarray) -> None:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return save_figure(fig, path)
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -83,53 +121,60 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def examples_figure(translated: list, real: list, k: int, path: Path) -> str:
-    """Translations (top row) above real angiograms (bottom row), at most k of each."""
-    rows = [
-        [translated[i] for i in shown_frames(len(translated), k)],
-        [real[i] for i in shown_frames(len(real), k)],
-    ]
-    width = max(len(r) for r in rows)
-    fig, axes = plt.subplots(2, width, figsize=(1.6 * width, 3.4), squeeze=False)
-    for ax_row, images, label in zip(axes, rows, ("translated", "real"), strict=True):
+def examples_figure(translated: Sequence[tuple[str, list]], real: list, k: int, path: Path) -> str:
+    """Draws `build_examples_figure` into path (PNG and PDF); returns the PNG's name."""
+    return save_figure(build_examples_figure(translated, real, k), path)
+
+
+def build_examples_figure(translated: Sequence[tuple[str, list]], real: list, k: int) -> Figure:
+    """One row per translation ((label, its (H, W) frames), the primary first), then a row of
+    real angiograms; at most k frames per row, spread evenly (the same frames in every
+    translation's row)."""
+    rows = [(label, [frames[i] for i in shown_frames(len(frames), k)])
+            for label, frames in translated]  # fmt: skip
+    rows.append(("real", [real[i] for i in shown_frames(len(real), k)]))
+    width = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(1.6 * width, 1.7 * len(rows)),
+                             squeeze=False)  # fmt: skip
+    for ax_row, (label, images) in zip(axes, rows, strict=True):
         ax_row[0].set_ylabel(label, fontsize=8)
         for ax, image in zip(ax_row, images, strict=False):
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    _bare(axes)
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
         ax.set_frame_on(False)
-    return save_figure(fig, path)
+    return fig
 
 
 def write_translation_report(
-    out: Path, result: dict, translations, real, real_names, pairs, fidelity, options
-) -> None:
+    out: Path, result: dict, scored: Sequence[ScoredTranslation], real, real_names, pairs,
+    options,
+) -> None:  # fmt: skip
     """Draws the figure and writes EVAL/report.html.
 
     Args:
         out: the evaluation folder.
         result: the content of metrics.json.
-        translations: the `Translations` read.
+        scored: the `ScoredTranslation` of each translation, the primary first.
         real: the real angiograms, (H, W) frames in [0, 1].
         real_names: their names.
         pairs: (rows, PairedTruth) or None.
-        fidelity: the `VesselFidelity` of the pairs, or None.
         options: the evaluation's `TranslationEvalOptions`.
     """
     out = Path(out)
-    if fidelity is not None:
-        outputs = [translations.images[r] for r in pairs[0]]
-        figure = pairs_figure(pairs, fidelity, outputs, options, out / "pairs.png")
+    if pairs is not None:
+        rows, truth = pairs
+        shown = [(s.label, [s.translations.images[r] for r in rows], s.fidelity) for s in scored]
+        figure = pairs_figure(truth, shown, options.figure_frames, out / "pairs.png")
         caption = (
-            "input, translation and true contrast frame; vessel maps (input - frame, in the "
-            "true DSA's window) of the translation and of the truth, their masks against the "
-            "true mask: green found, red found but not a vessel, blue missed"
+            "input, each translation and the true contrast frame; vessel maps (input - frame, "
+            "in the true DSA's window) of each translation and of the truth, their masks "
+            "against the true mask: green found, red found but not a vessel, blue missed"
         )
     else:
-        figure = examples_figure(translations.images, real, options.figure_frames,
-                                 out / "examples.png")  # fmt: skip
-        caption = "translated frames (top) and real angiograms (bottom); no paired truth"
+        translated = [(s.label, s.translations.images) for s in scored]
+        figure = examples_figure(translated, real, options.figure_frames, out / "examples.png")
+        caption = "translated frames (a row per translation) above real angiograms; no paired truth"
     write_text_atomic(out / "report.html", _html(result, figure, caption))
 
 
@@ -139,15 +184,15 @@ def _items(mapping: dict) -> str:
     )
 
 
-def _distribution(dist: dict) -> str:
+def _distribution(label: str, dist: dict) -> str:
     boot, kid, mmd = dist["fid_bootstrap"], dist["kid"], dist["mmd"]
     return (
-        f"<p>FID {dist['fid']:.4g} (bootstrap median {boot['median']:.4g}, 95 % interval "
-        f"[{boot['low']:.4g}, {boot['high']:.4g}], {boot['draws']} draws); KID "
-        f"{kid['mean']:.4g} &plusmn; {kid['std']:.4g} (cubic kernel, subsets of "
-        f"{kid['subset_size']}); Gaussian MMD&sup2; {mmd['mmd2']:.4g}, &times;10 = "
-        f"{mmd['mmd2_x10']:.4g} (median-heuristic bandwidth {mmd['bandwidth']:.4g}); precision "
-        f"{dist['precision']:.3g}, recall {dist['recall']:.3g}.</p>"
+        f"<p><b>{html.escape(label)}</b>: FID {dist['fid']:.4g} (bootstrap median "
+        f"{boot['median']:.4g}, 95 % interval [{boot['low']:.4g}, {boot['high']:.4g}], "
+        f"{boot['draws']} draws); KID {kid['mean']:.4g} &plusmn; {kid['std']:.4g} (cubic "
+        f"kernel, subsets of {kid['subset_size']}); Gaussian MMD&sup2; {mmd['mmd2']:.4g}, "
+        f"&times;10 = {mmd['mmd2_x10']:.4g} (median-heuristic bandwidth {mmd['bandwidth']:.4g}); "
+        f"precision {dist['precision']:.3g}, recall {dist['recall']:.3g}.</p>"
     )
 
 
@@ -172,22 +217,32 @@ def _fidelity_text(paired: dict | None) -> str:
     )
 
 
+def _translated_by(result: dict) -> str:
+    """'<b>method</b> (<code>folder</code>)' of the primary, and of each compared translation."""
+    inputs, compared = result["inputs"], result.get("compared", {})
+    folders = {result.get("label", "translation"): inputs["translated"]}
+    folders |= {label: entry["translated"] for label, entry in compared.items()}
+    parts = [f"<b>{html.escape(label)}</b> (<code>{html.escape(folder)}</code>)"
+             for label, folder in folders.items()]  # fmt: skip
+    return parts[0] if len(parts) == 1 else f"{parts[0]}, compared with {', '.join(parts[1:])}"
+
+
 def _html(result: dict, figure: str, caption: str) -> str:
-    inputs, dist = result["inputs"], result["distribution"]
+    inputs = result["inputs"]
     summary = pd.DataFrame(result["summary"])
     warnings_html = "".join(f"<li>{html.escape(w)}</li>" for w in result["warnings"])
-    method = inputs["translate"].get("method", "unknown method")
+    dists = [(result.get("label", "translation"), result["distribution"])]
+    dists += [(label, c["distribution"]) for label, c in result.get("compared", {}).items()]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>angiosynth translation evaluation</title>
 <style>{PAGE_STYLE}</style></head><body>
 <h1>Evaluation of translated frames</h1>
-<p>{inputs["n_translated"]} frames translated by <b>{html.escape(str(method))}</b>
-(<code>{html.escape(inputs["translated"])}</code>) against {inputs["n_real"]} real angiograms
-of the <b>{html.escape(inputs["options"]["split"])}</b> split of
-<code>{html.escape(inputs["real"])}</code>.</p>
+<p>{inputs["n_translated"]} frames translated by {_translated_by(result)} against
+{inputs["n_real"]} real angiograms of the <b>{html.escape(inputs["options"]["split"])}</b>
+split of <code>{html.escape(inputs["real"])}</code>.</p>
 <h2>Summary</h2>{html_table(summary)}
 <ul>{warnings_html}</ul>
-<h2>Distribution (Inception pool3)</h2>{_distribution(dist)}
+<h2>Distribution (Inception pool3)</h2>{"".join(_distribution(*d) for d in dists)}
 <h2>Vessel fidelity</h2>{_fidelity_text(result["vessel_fidelity"])}
 {html_figure(figure, caption)}
 <h2>Protocol</h2><ul>{_items(result["protocol"])}</ul>
