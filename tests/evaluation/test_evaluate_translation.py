@@ -200,6 +200,37 @@ def test_scoring_the_translation_alone_gives_its_columns_of_the_full_scoring():
         vessel_fidelity(*args, candidates=("truht",))
 
 
+def test_a_segmentation_is_scored_inside_the_field_for_every_candidate():
+    pairs = drawn_pairs(n=3)
+    seen = []
+
+    def oracle(frames):  # segments exactly the true vessels of contrast frames, nothing else
+        seen.append(frames)
+        is_contrast = [np.array_equal(f, c) for f, c in zip(frames, pairs.contrast, strict=True)]
+        return np.where(np.array(is_contrast)[:, None, None], pairs.vessel_mask, False)
+
+    fidelity = vessel_fidelity(pairs.noncontrast, pairs.contrast, pairs.contrast,
+                               pairs.vessel_mask, segment=oracle)  # fmt: skip
+
+    table = fidelity.table
+    assert len(seen) == 3  # translation, truth, input
+    inside = (pairs.vessel_mask & fidelity.field).sum((1, 2))
+    expected = 2 * inside / (inside + pairs.vessel_mask.sum((1, 2)))  # outside the field: missed
+    np.testing.assert_allclose(table["translation_seg_dice"], expected)
+    np.testing.assert_array_equal(table["truth_seg_dice"], table["translation_seg_dice"])
+    assert (table["input_seg_dice"] == 0).all() and (table["input_seg_cl_dice"] == 0).all()
+    summary = fidelity_summary(table)
+    assert summary["truth"]["seg_dice"] == pytest.approx(expected.mean())
+    assert (
+        "seg_dice"
+        not in fidelity_summary(
+            vessel_fidelity(
+                pairs.noncontrast, pairs.contrast, pairs.contrast, pairs.vessel_mask
+            ).table
+        )["truth"]
+    )
+
+
 def test_psnr_and_ssim_inside_the_field():
     truth = np.full((2, 16, 16), 0.5, np.float32)
     field = np.zeros_like(truth, bool)

@@ -244,3 +244,41 @@ def test_train_translate_under_accelerate_launch(pairs_dataset, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 4
+
+
+@pytest.mark.slow
+def test_casgan_trains_with_a_segmenter_and_is_scored_by_it(
+    trained, translated, pairs_dataset, tmp_path
+):
+    """segmenter -> CAS-GAN -> translate -> evaluate beside the baseline, through the CLI."""
+    config = tmp_path / "micro.yaml"
+    micro = MICRO | {
+        "casgan": {"encoder_blocks": 1, "predictor_blocks": 1},
+        "segmenter": {"model": {"channels": [4, 8], "groups": 2}, "data": {"crop_size": 32},
+                      "train": {"max_steps": 4, "batch_size": 2, "log_every": 2}},
+    }  # fmt: skip
+    config.write_text(yaml.safe_dump(micro))
+    segmenter, run, out = tmp_path / "segmenter", tmp_path / "casgan", tmp_path / "translated"
+    result = _invoke("train", "segmenter", pairs_dataset.root, "--config", config,
+                     "--held-out", "test", "--out", segmenter)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = _invoke("train", "translate", pairs_dataset.root, "--method", "casgan",
+                     "--segmenter", segmenter, "--config", config, "--out", run)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["segmenter"] == str(
+        segmenter.resolve()
+    )
+    result = _invoke("translate", run, pairs_dataset.root, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    evaluation = tmp_path / "eval"
+    result = _invoke("evaluate", "--translated", out, "--compare", translated,
+                     "--segmenter", segmenter, "--real", pairs_dataset.root,
+                     "--out", evaluation, "--device", "cpu", "--bootstrap", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["label"] == "casgan" and list(metrics["compared"]) == ["cyclegan"]
+    rows = {r.get("method") or r["set"]: r for r in metrics["summary"]}
+    for name in ("casgan", "cyclegan", "truth (ceiling)", "input (no translation)"):
+        assert 0 <= rows[name]["seg_dice"] <= 1 and 0 <= rows[name]["seg_cl_dice"] <= 1
+    assert metrics["vessel_fidelity"]["segmenter"] == str(segmenter.resolve())
+    assert "seg_dice" in result.output

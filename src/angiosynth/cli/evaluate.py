@@ -38,6 +38,12 @@ def evaluate_command(
         "beside it against the same real features and truth (repeat for more; each labelled "
         "by the method of its translate.json).",
     ),
+    segmenter: Path = typer.Option(
+        None,
+        "--segmenter",
+        help="With --translated: a `train segmenter` run; paired frames are also scored by "
+        "their segmentation (seg_dice, seg_cl_dice).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Evaluation folder to write."),
     split: str = typer.Option(_DEFAULTS.split, "--split", help="Split of the real frames."),
     view_model: Path = typer.Option(
@@ -107,13 +113,15 @@ def evaluate_command(
     --compare folder (translations of the same input frames, e.g. by another method) is scored
     the same way against the same real features and truth: one summary row per translation
     (labelled by its method), its numbers under "compared" in metrics.json, its columns in
-    frames.parquet and its frames beside the primary's in the report's figure. The
+    frames.parquet and its frames beside the primary's in the report's figure. With
+    --segmenter RUN (`angiosynth train segmenter`) every paired frame is also segmented and
+    scored against the true mask (seg_dice, seg_cl_dice: translation, truth, input). The
     view-classifier options and --max-train apply to --fake only (refused with --translated).
     """
     if (fake is None) == (translated is None):
         fail("give exactly one of --fake (samples) and --translated (translations)")
-    if fake is not None and compare:
-        fail("--compare: for --translated only (translations), not --fake")
+    if fake is not None and (compare or segmenter is not None):
+        fail("--compare, --segmenter: for --translated only (translations), not --fake")
     if translated is not None:
         given = [name for name, value, default in (
             ("--view-model", view_model, None), ("--view-config", view_config, None),
@@ -123,7 +131,8 @@ def evaluate_command(
         if given:
             fail(f"{', '.join(given)}: for --fake only (samples), not --translated")
         settings = {"split": split, "max_real": max_real, "bootstrap": bootstrap,
-                    "batch_size": batch_size, "device": device, "seed": seed}  # fmt: skip
+                    "batch_size": batch_size, "device": device, "seed": seed,
+                    "segmenter": None if segmenter is None else str(segmenter)}  # fmt: skip
         _evaluate_translated(translated, compare or [], real, out, settings)
         return
     from angiosynth.evaluation.evaluate import evaluate, read_samples
@@ -166,7 +175,8 @@ def _print_translation_summary(result: dict) -> None:
     from tabulate import tabulate
 
     columns = ["set", "method", "n", "n_real", "fid", "kid", "mmd_x10", "dice", "cl_dice",
-               "psnr", "ssim"]  # fmt: skip
+               "seg_dice", "seg_cl_dice", "psnr", "ssim"]  # fmt: skip
+    columns = [c for c in columns if any(r.get(c) is not None for r in result["summary"])]
     rows = [[r.get(c) for c in columns] for r in result["summary"]]
     typer.echo(tabulate(rows, headers=columns, floatfmt=".3g", missingval="-"))
     for warning in result["warnings"]:

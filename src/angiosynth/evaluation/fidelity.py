@@ -11,6 +11,7 @@ method) and for the input itself (no translation).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,7 @@ def vessel_fidelity(
     percentile: float = 99.5,
     candidates: tuple[str, ...] = CANDIDATES,
     progress: Progress | None = None,
+    segment: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> VesselFidelity:
     """Dice, clDice, PSNR and SSIM of translated frames against their exact truth.
 
@@ -164,6 +166,10 @@ def vessel_fidelity(
         candidates: those of CANDIDATES to score (("translation",) for another translation of
             inputs whose truth and input are scored already: they do not depend on it).
         progress: optional progress-bar wrapper.
+        segment: (n, H, W) frames -> (n, H, W) boolean vessel masks (a trained segmenter):
+            each candidate is then also scored by `<candidate>_seg_dice` and `_seg_cl_dice`,
+            its frame's segmentation (inside the field) against the true mask: an independent
+            reading of the same frames, which does not depend on the difference to the input.
 
     Returns:
         The maps, masks and per-frame scores of the translation, the truth (the ceiling of
@@ -191,6 +197,10 @@ def vessel_fidelity(
         nan = np.full(len(inputs), np.nan)
         columns[f"{name}_psnr"] = nan if trivial else psnr_scores(frames[name], contrast, field)
         columns[f"{name}_ssim"] = nan if trivial else ssim_scores(frames[name], contrast, field)
+        if segment is not None:
+            found = np.asarray(segment(frames[name]), dtype=bool) & field
+            columns[f"{name}_seg_dice"] = vessels.dice_scores(found, true_mask)
+            columns[f"{name}_seg_cl_dice"] = vessels.cl_dice_scores(found, true_mask)
     return VesselFidelity(field, maps, masks, pd.DataFrame(columns))
 
 
@@ -209,6 +219,9 @@ def fidelity_summary(table: pd.DataFrame) -> dict:
             "ssim": _mean_or_none(table[f"{name}_ssim"]),
             "identical_frames": int(np.isposinf(psnr).sum()),
         }
+        for score in ("seg_dice", "seg_cl_dice"):
+            if f"{name}_{score}" in table:
+                summary[name][score] = float(table[f"{name}_{score}"].mean())
     if "truth" in summary:
         summary["truth"].update(psnr=None, ssim=None, identical_frames=None)
     return summary

@@ -53,6 +53,11 @@ an empty map). PSNR and SSIM (skimage, data range 1) compare the output with the
 contrast frame inside the field; frames identical to the truth (PSNR infinite) are counted,
 not averaged. PSNR and SSIM are dominated by the background, which a translation that adds no
 vessel at all already matches: the input's row shows how high they are without any vessel.
+
+With a vessel segmenter (`options.segmenter`, `angiosynth train segmenter`), each paired frame
+(translation, true contrast frame, input) is also segmented and its mask inside the field
+scored against the true mask (`seg_dice`, `seg_cl_dice`): a second reading that asks whether
+vessels are where they should be without going through the difference to the input.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ from angiosynth.evaluation.fidelity import (
     vessel_fidelity,
 )
 from angiosynth.evaluation.translation_report import write_translation_report
+from angiosynth.gan.segmenter import load_segmenter, segment_frames
 from angiosynth.progress import Progress, tracked
 from angiosynth.runfiles import METRICS_FILE, write_json_atomic, write_table_atomic
 from angiosynth.runtime import resolve_device
@@ -104,7 +110,7 @@ PAIRED_KIND = "phantom-twin"
 #: The per-frame table of the vessel fidelity.
 FRAMES_FILE = "frames.parquet"
 #: The vessel scores of a summary row.
-SCORES = ("dice", "cl_dice", "psnr", "ssim")
+SCORES = ("dice", "cl_dice", "psnr", "ssim", "seg_dice", "seg_cl_dice")
 #: Names no label may take: frames.parquet's columns of the primary start with them.
 RESERVED_LABELS = frozenset(CANDIDATES)
 
@@ -123,6 +129,8 @@ class TranslationEvalOptions(StrictModel):
             the field, as `dsa_display`).
         figure_frames: paired frames shown in the report.
         protocol: the Inception feature protocol.
+        segmenter: a `train segmenter` run: the paired frames are also scored by their
+            segmentation (`seg_dice`, `seg_cl_dice`; see `fidelity.vessel_fidelity`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -136,6 +144,7 @@ class TranslationEvalOptions(StrictModel):
     percentile: float = Field(99.5, gt=0, le=100)
     figure_frames: int = Field(6, ge=1)
     protocol: FeatureProtocol = Field(default_factory=FeatureProtocol)
+    segmenter: str | None = None
 
 
 # --- reading the translations and the real angiograms --------------------------------------
@@ -363,10 +372,12 @@ def score_translation(
     options: TranslationEvalOptions,
     progress: Progress | None = None,
     candidates: tuple[str, ...] = CANDIDATES,
+    segment=None,
 ) -> ScoredTranslation:
     """Scores one translation: FID, KID and MMD of its frames against the real angiograms'
     (N, 2048) features `real_f`, and with `pairs` ((rows, PairedTruth) of `paired_frames`) the
-    vessel fidelity of its paired rows (`fidelity.vessel_fidelity` of `candidates`)."""
+    vessel fidelity of its paired rows (`fidelity.vessel_fidelity` of `candidates`, with the
+    segmentation `segment` of `segmenter_masks` when given)."""
     outputs = None if pairs is None else paired_outputs(translations, pairs)  # sizes first
     desc = f"translated features ({label})"
     fake_f = frame_features(translations.images, options, None, progress, desc)
@@ -376,12 +387,31 @@ def score_translation(
         fidelity = vessel_fidelity(
             truth.noncontrast, outputs, truth.contrast, truth.vessel_mask,
             percentile=options.percentile, candidates=candidates, progress=progress,
+            segment=segment,
         )  # fmt: skip
     return ScoredTranslation(label, translations, distribution(real_f, fake_f, options), fidelity)
 
 
+def segmenter_masks(options: TranslationEvalOptions):
+    """(n, H, W) frames -> (n, H, W) vessel masks (probability >= 0.5) of the options'
+    segmenter, or None without one."""
+    if options.segmenter is None:
+        return None
+    network = load_segmenter(Path(options.segmenter))[0].to(options.device)
+
+    def segment(frames: np.ndarray) -> np.ndarray:
+        return segment_frames(network, np.asarray(frames), batch=options.batch_size) >= 0.5
+
+    return segment
+
+
 def score_translations(
-    every: Sequence[Translations], real_f: np.ndarray, pairs, options, progress=None
+    every: Sequence[Translations],
+    real_f: np.ndarray,
+    pairs,
+    options,
+    progress=None,
+    segment=None,
 ) -> list[ScoredTranslation]:
     """`score_translation` of each (the primary first, labelled by `translation_labels`): the
     primary with every candidate, the others with their translation only (the truth's and the
@@ -389,7 +419,7 @@ def score_translations(
     labels = translation_labels(every)
     candidates = [CANDIDATES] + [("translation",)] * (len(every) - 1)
     return [
-        score_translation(label, translations, real_f, pairs, options, progress, scored)
+        score_translation(label, translations, real_f, pairs, options, progress, scored, segment)
         for label, translations, scored in zip(labels, every, candidates, strict=True)
     ]
 
@@ -428,13 +458,14 @@ def evaluate_translation(
     options = options or TranslationEvalOptions()
     options = options.model_copy(update={"device": str(resolve_device(options.device))})
     out = Path(out)
+    segment = segmenter_masks(options)  # a bad segmenter fails before any long work
     every = compared_translations(translated, compare, progress)
     real_frames, real_names = read_real(real, options, progress)
     _check_sizes(translated, len(every[0].images), real, len(real_frames))
     real_f, cached = real_features(real, real_frames, options, every[0].side(), progress)
     root = Path(every[0].meta.get("dataset") or real)
     pairs = paired_frames(every[0], root)
-    scored = score_translations(every, real_f, pairs, options, progress)
+    scored = score_translations(every, real_f, pairs, options, progress, segment)
     input_dist = None if pairs is None else _input_distribution(real_f, pairs, options, progress)
     result = _result(scored, real, root, real_frames, cached, input_dist, options)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,6 +506,7 @@ def _paired(fidelity: VesselFidelity | None, root: Path, options) -> dict | None
         "n_pairs": len(fidelity.table),
         "truth_root": str(Path(root).resolve()),
         "method": {**VESSEL_MAP_METHOD, "percentile": options.percentile},
+        "segmenter": options.segmenter and str(Path(options.segmenter).resolve()),
         **fidelity_summary(fidelity.table),
     }
 
@@ -573,7 +605,7 @@ def _distances(dist: dict) -> dict:
 
 
 def _scores(values: dict) -> dict:
-    return {k: values[k] for k in SCORES}
+    return {k: values.get(k) for k in SCORES}
 
 
 def _sizes(frames: list[np.ndarray]) -> dict[str, int]:

@@ -229,7 +229,7 @@ def _translated_by(result: dict) -> str:
 
 def _html(result: dict, figure: str, caption: str) -> str:
     inputs = result["inputs"]
-    summary = pd.DataFrame(result["summary"])
+    summary = pd.DataFrame(result["summary"]).dropna(axis=1, how="all")
     warnings_html = "".join(f"<li>{html.escape(w)}</li>" for w in result["warnings"])
     dists = [(result.get("label", "translation"), result["distribution"])]
     dists += [(label, c["distribution"]) for label, c in result.get("compared", {}).items()]

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -36,6 +35,7 @@ from angiosynth.curation.dataset import FRAMES_FILE, CuratedDataset
 from angiosynth.data.images import IMAGE_SUFFIXES, read_image, write_png
 from angiosynth.data.translation import DatasetImages, native_arterial_ids
 from angiosynth.errors import AngiosynthError, InputNotFoundError, OptionError, OutputExistsError
+from angiosynth.gan.frames import run_on_frames
 from angiosynth.gan.inference import output_names
 from angiosynth.models.segmenter import VesselUNet
 from angiosynth.progress import Progress, tracked
@@ -102,7 +102,6 @@ def load_segmenter(run: Path) -> tuple[VesselUNet, dict]:
     return net.eval(), settings
 
 
-@torch.no_grad()
 def segment_frames(
     net: VesselUNet, frames: np.ndarray, batch: int = 8, device: torch.device | str | None = None
 ) -> np.ndarray:
@@ -122,28 +121,11 @@ def segment_frames(
         raise ValueError(f"segment_frames takes (N, H, W) frames, got shape {frames.shape}")
     if device is not None:
         net.to(device)
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    out = np.empty(frames.shape, dtype=np.float32)
-    for start in range(0, len(frames), batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch], np.float32))
-        out[start : start + len(chunk)] = _probabilities(net, chunk[:, None].to(device))
-    net.train(was_training)
-    return out
 
+    def call(x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(net(x).float())
 
-def _probabilities(net: VesselUNet, images: torch.Tensor) -> np.ndarray:
-    """(n, 1, H, W) in [0, 1] -> (n, H, W) probabilities, padded by reflection to the
-    network's multiple (replicated where a frame is too small to reflect) and cropped back."""
-    h, w = images.shape[-2:]
-    pad_h, pad_w = -h % net.factor, -w % net.factor
-    x = images * 2 - 1
-    if pad_h or pad_w:
-        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    logits = net(x)[..., :h, :w]
-    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+    return run_on_frames(net, call, frames, net.factor, batch)
 
 
 # --------------------------------------------------------------------------- `angiosynth segment`

@@ -20,6 +20,7 @@ from torch import nn
 
 from angiosynth.config import CASGANConfig, GeneratorConfig, TranslateConfig
 from angiosynth.errors import AngiosynthError
+from angiosynth.gan.frames import run_on_frames
 from angiosynth.models.gan import AttentionGenerator, CASGANGenerator, ResnetGenerator
 from angiosynth.runfiles import (
     MODEL_CONFIG_FILE,
@@ -107,44 +108,19 @@ def translate_frame(network: nn.Module, frame: np.ndarray, image_size: int | Non
     return out[0, 0].clamp(0, 1).numpy()
 
 
-@torch.no_grad()
 def translate_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """(n, H, W) frames in [0, 1] -> (n, H, W) translations in [0, 1], each frame whole."""
-    return _run_batches(network, frames, batch_size, lambda x: (network(x).clamp(-1, 1) + 1) / 2)
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        return (network(x).clamp(-1, 1) + 1) / 2
+
+    return run_on_frames(network, call, frames, 2**network.n_downsampling, batch_size)
 
 
-@torch.no_grad()
 def attention_batch(network: nn.Module, frames: np.ndarray, batch_size: int = 8):
     """(n, H, W) frames in [0, 1] -> (n, H, W) attention A in [0, 1] of CAS-GAN's VSGG (where
     the output is drawn instead of passing the input), or None for a network without one."""
     if getattr(network, "attention", None) is None or not hasattr(network, "parts"):
         return None
-    return _run_batches(network, frames, batch_size, lambda x: network.parts(x)[1])
-
-
-def _run_batches(network: nn.Module, frames: np.ndarray, batch_size: int, call) -> np.ndarray:
-    """`call` ((n, 1, H, W) in [-1, 1] -> (n, 1, H, W) in [0, 1]) over batches of whole
-    frames, each padded by reflection to the network's multiple and cropped back."""
-    device = next(network.parameters()).device
-    was_training = network.training
-    network.eval()
-    out = np.empty(frames.shape, dtype=np.float32)
-    for start in range(0, len(frames), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size]))
-        images = batch[:, None].float().to(device)
-        h, w = images.shape[-2:]
-        result = call(_pad_to(images * 2 - 1, 2**network.n_downsampling))[..., :h, :w]
-        out[start : start + len(batch)] = result.float()[:, 0].cpu().numpy()
-    network.train(was_training)
-    return out
-
-
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """(n, 1, H, W) padded at the bottom and right to multiples of `multiple` (reflection,
-    or replication for frames smaller than the padding)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if not (pad_h or pad_w):
-        return x
-    mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return run_on_frames(network, lambda x: network.parts(x)[1], frames,
+                         2**network.n_downsampling, batch_size)  # fmt: skip
