@@ -132,8 +132,24 @@ def test_the_prediction_loss_is_the_l1_between_predicted_and_encoded_vessel_code
         g = generators.g_xy
         expected = (g.predictor(g.encoder(y)) - generators.vessel_encoder(y)).abs().mean()
     torch.testing.assert_close(images.extras["pred"], expected)
-    images.extras["pred"].backward()
+    images.extras["pred"].backward(retain_graph=True)
     assert all(p.grad is None for p in generators.vessel_encoder.parameters())  # the target
+
+
+def test_the_latent_cycle_compares_the_codes_of_the_fakes_with_those_of_the_reals():
+    generators = CASGANGenerators(_config(vsgl=False))
+    x, y = _images()
+    images = generators(x, y)
+    g, e_vess = generators.g_xy, generators.vessel_encoder
+    with torch.no_grad():
+        z_x, z_y = g.encoder(x), g.encoder(y)
+        fake_y, fake_x = images.fakes["y"], images.fakes["x"]
+        expected = (
+            (g.encoder(fake_y) - z_x).abs().mean() + (g.encoder(fake_x) - z_y).abs().mean()
+            + (e_vess(fake_y) - g.predictor(z_x)).abs().mean()
+        )  # fmt: skip
+        torch.testing.assert_close(fake_x, generators.bg_decoder(z_y))
+    torch.testing.assert_close(images.extras["latent"], expected)
 
 
 def test_the_objective_weights_its_terms_on_known_inputs():
