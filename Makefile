@@ -14,8 +14,9 @@ setup:
 ## The main job on the embedded default data: phantom archive -> curated dataset -> arterial
 ## frames -> autoencoder -> latent diffusion model -> samples per condition beside real frames ->
 ## the paper's 400 reader-study samples -> evaluation -> reader study (simulated raters) -> analysis
-## -> contrast-free translation (tiny AttentionGAN: native mask frames -> angiograms) -> its evaluation
-## against the phantom's paired truth.
+## -> contrast-free translation (a vessel segmenter, then tiny CAS-GAN and the AttentionGAN baseline:
+## the phantom's no-contrast twins -> angiograms) -> their evaluation side by side against the
+## phantom's paired truth.
 ## The phantom's patients are pseudonymised with a fixed demo key, so the splits repeat.
 demo: setup
 	$(BIN)/angiosynth phantom $(DEMO_DIR)/archive --patients $(DEMO_PATIENTS) --seed $(SEED) --workers $(WORKERS) --preview --pairs --overwrite
@@ -34,10 +35,13 @@ demo: setup
 	$(BIN)/angiosynth reader-study simulate $(DEMO_DIR)/study --raters 4 --seed $(SEED)
 	$(BIN)/angiosynth reader-study export $(DEMO_DIR)/study --out $(DEMO_DIR)/study/ratings.csv
 	$(BIN)/angiosynth reader-study analyze $(DEMO_DIR)/study/ratings.csv --out $(DEMO_DIR)/analysis --subset NR1 --subset NR2 --subset NS --subset-name "domain experts" --prevalence $(DEMO_DIR)/dataset
+	$(BIN)/angiosynth train segmenter $(DEMO_DIR)/dataset --config configs/translate-tiny.yaml --out $(DEMO_DIR)/segmenter --seed $(SEED) --overwrite
+	$(BIN)/angiosynth train translate $(DEMO_DIR)/dataset --method casgan --segmenter $(DEMO_DIR)/segmenter --config configs/translate-tiny.yaml --out $(DEMO_DIR)/translate-casgan --seed $(SEED) --overwrite
+	$(BIN)/angiosynth translate $(DEMO_DIR)/translate-casgan $(DEMO_DIR)/dataset --out $(DEMO_DIR)/translated-casgan --overwrite
 	$(BIN)/angiosynth train translate $(DEMO_DIR)/dataset --method attentiongan --config configs/translate-tiny.yaml --out $(DEMO_DIR)/translate --seed $(SEED) --overwrite
 	$(BIN)/angiosynth translate $(DEMO_DIR)/translate $(DEMO_DIR)/dataset --out $(DEMO_DIR)/translated --overwrite
 	rm -rf $(DEMO_DIR)/translate-eval
-	$(BIN)/angiosynth evaluate --translated $(DEMO_DIR)/translated --real $(DEMO_DIR)/dataset --out $(DEMO_DIR)/translate-eval --seed $(SEED)
+	$(BIN)/angiosynth evaluate --translated $(DEMO_DIR)/translated-casgan --compare $(DEMO_DIR)/translated --segmenter $(DEMO_DIR)/segmenter --real $(DEMO_DIR)/dataset --out $(DEMO_DIR)/translate-eval --seed $(SEED)
 	@echo "demo: preview $(DEMO_DIR)/archive/preview.png, curation report $(DEMO_DIR)/dataset/report.md, samples $(DEMO_DIR)/samples/grid.png, evaluation $(DEMO_DIR)/eval/report.html, reader study $(DEMO_DIR)/analysis/report.html (links: $(DEMO_DIR)/study-links.txt), translation $(DEMO_DIR)/translate-eval/report.html"
 
 ## The whole test suite, slow tests included (what CI runs).

@@ -562,6 +562,9 @@ class CASGANConfig(StrictModel):
         lambda_latent: weight of the latent cycle: |E_BG(y_g) - E_BG(x)| + |E_BG(x_g) -
             E_BG(y)| + |E_Vess(y_g) - M(E_BG(x))|, the codes of the real inputs as targets.
         lambda_sem: weight of the semantic GAN term (as the image GAN terms).
+        attention_bias: initial bias of the attention head's last convolution: sigmoid(-3) =
+            0.05, so y_g starts close to x and the generator learns where to draw (at 0 it
+            starts as an even blend of x and an untrained content image).
     """
 
     drl: bool = True
@@ -572,6 +575,7 @@ class CASGANConfig(StrictModel):
     lambda_pred: float = Field(1.0, ge=0)
     lambda_latent: float = Field(1.0, ge=0)
     lambda_sem: float = Field(1.0, ge=0)
+    attention_bias: float = -3.0
 
     @property
     def cell(self) -> str:

@@ -76,6 +76,15 @@ def test_without_vsgg_the_content_head_draws_the_whole_image():
         assert torch.equal(net(x), net.content(net.predictor(net.encoder(x))))
 
 
+def test_the_attention_starts_nearly_closed_so_the_output_starts_near_the_input():
+    generators = CASGANGenerators(_config(vsgl=False))
+    x, y = _images()
+    with torch.no_grad():
+        attention = generators(x, y).extras["attention"]
+    assert torch.equal(generators.g_xy.attention[-1].bias, torch.tensor([-3.0]))
+    assert abs(attention.mean().item() - torch.sigmoid(torch.tensor(-3.0)).item()) < 0.01
+
+
 @pytest.mark.parametrize(("drl", "vsgg", "vsgl"), CELLS)
 def test_each_ablation_cell_builds_and_takes_a_step(drl, vsgg, vsgl):
     config = _config(drl, vsgg, vsgl)

@@ -70,6 +70,8 @@ class CASGANGenerators(nn.Module):
             else None
         )
         init_weights(self, g.init, g.init_gain)
+        if self.g_xy.attention is not None:
+            nn.init.constant_(self.g_xy.attention[-1].bias, c.attention_bias)
         self.segmenter = segmenter.requires_grad_(False).eval() if c.vsgl else None
 
     @property
