@@ -3,8 +3,9 @@
 scored against real angiograms and against the phantom's paired truth.
 
 Usage: python benchmarks/translation.py DATASET [--methods cyclegan attentiongan cut casgan]
-           [--ablation] [--seeds 0 1 2] [--steps 600] [--config configs/translate-tiny.yaml]
-           [--segmenter RUN] [--work DIR] [--json OUT [--resume]] [--markdown OUT]
+           [--ablation [CELL ...]] [--seeds 0 1 2] [--steps 600]
+           [--config configs/translate-tiny.yaml] [--segmenter RUN] [--work DIR]
+           [--json OUT [--resume]] [--markdown OUT]
 
 DATASET is a curated dataset of a phantom archive written with `--pairs`, with its arterial
 selection (e.g. `demo/dataset` after `make demo`). For each method (or ablation cell) and seed
@@ -16,7 +17,9 @@ Dice and clDice of each translation's vessel map (log difference to its input) a
 phantom's vessel mask; PSNR and SSIM against the true contrast frame; seconds per training step.
 
 CAS-GAN's VSGL needs a vessel segmenter: `--segmenter RUN`, else one is trained first with the
-config's `segmenter` section (its seconds and held-out Dice are printed). The tables give the
+config's `segmenter` section (its seconds and held-out Dice are printed). It also reads every
+method's translations: seg_dice and seg_cl_dice score its masks of the translated frames
+against the phantom's vessel masks (`evaluate --translated --segmenter`). The tables give the
 mean and sample standard deviation over the seeds (GANs vary from seed to seed), then the
 truth's own vessel scores (the ceiling of the vessel-map method) and the input's (no
 translation at all). With `--json OUT` every run's row is written as soon as it is measured;
@@ -46,8 +49,9 @@ from angiosynth.gan.inference import TranslateOptions, translate
 from angiosynth.training.segmenter import train_segmenter
 from angiosynth.training.translate import train_translation
 
-COLUMNS = ["fid", "mmd_x10", "kid", "dice", "cl_dice", "psnr", "ssim", "s_per_step"]
-TABLE_II_COLUMNS = ["fid", "dice", "cl_dice"]
+COLUMNS = ["fid", "mmd_x10", "kid", "dice", "cl_dice", "seg_dice", "seg_cl_dice", "psnr", "ssim",
+           "s_per_step"]  # fmt: skip
+TABLE_II_COLUMNS = ["fid", "dice", "cl_dice", "seg_dice", "seg_cl_dice"]
 #: Table II's cells in the paper's order: (DRL, VSGG, VSGL).
 CELLS = [(drl, vsgg, vsgl) for drl, vsgg, vsgl in itertools.product((False, True), repeat=3)]
 
@@ -59,9 +63,10 @@ def cell_config(config: TranslateConfig, drl: bool, vsgg: bool, vsgl: bool) -> T
 
 
 def run_one(
-    dataset: Path, method: str, seed: int, config: TranslateConfig, work: Path, segmenter
+    dataset: Path, method: str, seed: int, config: TranslateConfig, work: Path, segmenter: Path
 ) -> dict:
-    """Trains, translates and evaluates one method (CAS-GAN: one cell) at one seed; its row."""
+    """Trains, translates and evaluates one method (CAS-GAN: one cell) at one seed; its row
+    (the segmenter guides CAS-GAN's VSGL and reads every method's translations)."""
     train = config.train.model_copy(update={"seed": seed})
     config = config.model_copy(update={"train": train})
     name = method if method != "casgan" else f"casgan[{config.casgan.cell}]"
@@ -73,9 +78,8 @@ def run_one(
     )  # fmt: skip
     train_s = time.monotonic() - started
     translate(run, dataset, translated, TranslateOptions(overwrite=True, device="cpu"))
-    metrics = evaluate_translation(
-        translated, dataset, evaluation, TranslationEvalOptions(device="cpu", seed=seed)
-    )
+    options = TranslationEvalOptions(device="cpu", seed=seed, segmenter=str(segmenter))
+    metrics = evaluate_translation(translated, dataset, evaluation, options)
     row = next(r for r in metrics["summary"] if r["set"] == "translation")
     extras = {r["set"]: r for r in metrics["summary"][1:]}
     return {
@@ -99,6 +103,8 @@ def summarise(rows: list[dict], methods: list[str]) -> pd.DataFrame:
     out = []
     for method in methods:
         group = table[table["method"] == method]
+        if group.empty:
+            continue
         cells = {"method": method, "seeds": len(group)}
         out.append(cells | {column: mean_sd(group[column]) for column in COLUMNS})
     for label in ("ceiling", "input"):
@@ -153,20 +159,27 @@ def ensure_segmenter(dataset: Path, config: TranslateConfig, given: Path | None,
     return run
 
 
-def plan(methods: list[str], ablation: bool) -> list[tuple[str, tuple | None]]:
-    """(method, CAS-GAN cell or None) for every run, the full CAS-GAN once."""
+def plan(methods: list[str], ablation: list[str] | None) -> list[tuple[str, tuple | None]]:
+    """(method, CAS-GAN cell or None) for every run, the full CAS-GAN once; `ablation` names
+    the cells to run (empty: all 8; None: none)."""
     runs = [(m, (True, True, True) if m == "casgan" else None) for m in methods]
-    if ablation:
-        runs += [("casgan", cell) for cell in CELLS if ("casgan", cell) not in runs]
+    if ablation is not None:
+        names = {cell_name(cell): cell for cell in CELLS}
+        if unknown := [n for n in ablation if n not in names]:
+            raise SystemExit(f"--ablation: unknown cells {unknown}; cells are {list(names)}")
+        chosen = [names[n] for n in ablation] if ablation else CELLS
+        runs += [("casgan", cell) for cell in chosen if ("casgan", cell) not in runs]
     return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--methods", nargs="+",
+    parser.add_argument("--methods", nargs="*",
                         default=["cyclegan", "attentiongan", "cut", "casgan"])  # fmt: skip
-    parser.add_argument("--ablation", action="store_true", help="Also CAS-GAN's 8 cells.")
+    parser.add_argument("--ablation", nargs="*", default=None, metavar="CELL",
+                        help="Also CAS-GAN's ablation cells (none, VSGL, ..., "
+                        "DRL+VSGG+VSGL; no names: all 8).")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="[default: the config's]")
     parser.add_argument("--config", type=Path, default=Path("configs/translate-tiny.yaml"))
@@ -186,9 +199,7 @@ def main() -> None:
     runs = plan(args.methods, args.ablation)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        segmenter = None
-        if any(cell is not None and cell[2] for _, cell in runs):
-            segmenter = ensure_segmenter(args.dataset, config, args.segmenter, work)
+        segmenter = ensure_segmenter(args.dataset, config, args.segmenter, work)
         for (method, cell), seed in itertools.product(runs, args.seeds):
             name = method if cell is None else f"casgan[{cell_name(cell)}]"
             if (name, seed) in done:
@@ -214,7 +225,7 @@ def report(rows: list[dict], args, config: TranslateConfig) -> None:
         "Table I",
         tabulate(table_i, headers="keys", tablefmt="github", showindex=False),
     ]
-    if args.ablation:
+    if args.ablation is not None:
         table_ii = ablation_table(rows)
         text += ["", "Table II", tabulate(table_ii, headers="keys", tablefmt="github",
                                           showindex=False)]  # fmt: skip

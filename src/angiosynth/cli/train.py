@@ -1,5 +1,5 @@
 """`angiosynth train`: the autoencoder and the latent diffusion model (paper §4.3-4.5), the
-contrast-free translation methods (CycleGAN, AttentionGAN, CUT) and CAS-GAN's vessel
+contrast-free translation methods (CycleGAN, AttentionGAN, CUT, CAS-GAN) and CAS-GAN's vessel
 segmenter."""
 
 from __future__ import annotations
