@@ -19,7 +19,6 @@ OUT is built under a temporary name and renamed into place when complete.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from angiosynth.config import SegmenterConfig, SegmenterModelConfig
 from angiosynth.curation.dataset import FRAMES_FILE, CuratedDataset
@@ -37,6 +34,7 @@ from angiosynth.data.translation import DatasetImages, native_arterial_ids
 from angiosynth.errors import AngiosynthError, InputNotFoundError, OptionError, OutputExistsError
 from angiosynth.gan.frames import run_on_frames
 from angiosynth.gan.inference import output_names
+from angiosynth.gan.network_files import load_network
 from angiosynth.models.segmenter import VesselUNet
 from angiosynth.progress import Progress, tracked
 from angiosynth.runfiles import (
@@ -85,21 +83,14 @@ def load_segmenter(run: Path) -> tuple[VesselUNet, dict]:
     Raises:
         SegmenterFileError: the folder has no segmenter, or its files do not fit.
     """
-    run = Path(run)
-    folder = run if (run / MODEL_CONFIG_FILE).is_file() else run / SEGMENTER_DIR
-    if not (folder / MODEL_FILE).is_file() or not (folder / MODEL_CONFIG_FILE).is_file():
-        raise SegmenterFileError(
-            f"{run}: no trained segmenter ({SEGMENTER_DIR}/{MODEL_FILE}); train one with "
-            "`angiosynth train segmenter` (an interrupted run resumes with --resume)"
-        )
-    try:
-        settings = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-        net = build_segmenter(settings)
-        net.load_state_dict(load_file(folder / MODEL_FILE))
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SegmenterFileError(f"{folder}: unusable segmenter ({detail})") from err
-    return net.eval(), settings
+    return load_network(
+        run,
+        SEGMENTER_DIR,
+        build_segmenter,
+        SegmenterFileError,
+        "segmenter",
+        "angiosynth train segmenter",
+    )
 
 
 def segment_frames(

@@ -8,19 +8,17 @@ a multiple of 2 ** n_downsampling, translated and cropped back.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from angiosynth.config import CASGANConfig, GeneratorConfig, TranslateConfig
 from angiosynth.errors import AngiosynthError
 from angiosynth.gan.frames import run_on_frames
+from angiosynth.gan.network_files import load_network
 from angiosynth.models.gan import AttentionGenerator, CASGANGenerator, ResnetGenerator
 from angiosynth.runfiles import (
     MODEL_CONFIG_FILE,
@@ -71,21 +69,14 @@ def load_translator(run: Path) -> tuple[nn.Module, dict]:
     Raises:
         TranslatorFileError: the folder has no generator, or its files do not fit.
     """
-    run = Path(run)
-    folder = run if (run / MODEL_CONFIG_FILE).is_file() else run / GENERATOR_DIR
-    if not (folder / MODEL_FILE).is_file() or not (folder / MODEL_CONFIG_FILE).is_file():
-        raise TranslatorFileError(
-            f"{run}: no trained generator ({GENERATOR_DIR}/{MODEL_FILE}); train one with "
-            "`angiosynth train translate` (an interrupted run resumes with --resume)"
-        )
-    try:
-        settings = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-        network = build_translator(settings)
-        network.load_state_dict(load_file(folder / MODEL_FILE))
-    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TranslatorFileError(f"{folder}: unusable generator ({detail})") from err
-    return network.eval(), settings
+    return load_network(
+        run,
+        GENERATOR_DIR,
+        build_translator,
+        TranslatorFileError,
+        "generator",
+        "angiosynth train translate",
+    )
 
 
 def resize_to(images: torch.Tensor, side: int | None) -> torch.Tensor:
