@@ -513,14 +513,16 @@ def test_cli_needs_exactly_one_of_fake_and_translated(tmp_path):
     steps = runner.invoke(app, [*base, "--translated", str(tmp_path), "--view-steps", "5",
                                 "--max-train", "9"])  # fmt: skip
     compare = runner.invoke(app, [*base, "--fake", str(tmp_path), "--compare", str(tmp_path)])
+    segmenter = runner.invoke(app, [*base, "--fake", str(tmp_path), "--segmenter", "s"])
 
-    for result in (both, neither, view, missing, steps, compare):
+    for result in (both, neither, view, missing, steps, compare, segmenter):
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "exactly one of --fake" in both.output and "exactly one of --fake" in neither.output
     assert "--fake only" in view.output
     assert "--view-steps, --max-train: for --fake only" in steps.output
     assert "no translations.csv" in missing.output
     assert "--compare: for --translated only" in compare.output
+    assert "--segmenter: for --translated only" in segmenter.output
 
 
 def test_real_features_are_cached_only_in_a_writable_folder(tmp_path):

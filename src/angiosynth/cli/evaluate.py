@@ -120,8 +120,10 @@ def evaluate_command(
     """
     if (fake is None) == (translated is None):
         fail("give exactly one of --fake (samples) and --translated (translations)")
-    if fake is not None and (compare or segmenter is not None):
-        fail("--compare, --segmenter: for --translated only (translations), not --fake")
+    flags = (("--compare", bool(compare)), ("--segmenter", segmenter is not None))
+    only_translated = [name for name, given in flags if given]
+    if fake is not None and only_translated:
+        fail(f"{', '.join(only_translated)}: for --translated only (translations), not --fake")
     if translated is not None:
         given = [name for name, value, default in (
             ("--view-model", view_model, None), ("--view-config", view_config, None),
