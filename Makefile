@@ -68,7 +68,7 @@ bench: setup
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/sampler_quality.py
-	$(BIN)/python benchmarks/translation.py $(DEMO_DIR)/dataset
+	$(BIN)/python benchmarks/translation.py $(DEMO_DIR)/dataset --segmenter $(DEMO_DIR)/segmenter --ablation
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
