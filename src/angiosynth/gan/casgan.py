@@ -59,7 +59,6 @@ class CASGANGenerators(nn.Module):
                 "CAS-GAN with casgan.vsgl needs a trained vessel segmenter: --segmenter RUN "
                 "(`angiosynth train segmenter`), or set casgan.vsgl: false"
             )
-        self.drl = c.drl
         self.g_xy = build_casgan_translator(config)
         self.bg_decoder = nn.Sequential(
             *resnet_decoder(self.g_xy.width, g.n_downsampling, 1, "tanh")
@@ -100,7 +99,7 @@ class CASGANGenerators(nn.Module):
         if self.vessel_encoder is not None:
             v_y = self.vessel_encoder(y)
             extras["rec_y"] = g.decode(fake_x, v_y)[0]
-            extras["pred"] = (g.predictor(z_y).float() - v_y.detach().float()).abs().mean()
+            extras["pred"] = _l1(g.predictor(z_y), v_y)
             extras["latent"] = (
                 _l1(g.encoder(fake_y), z_x) + _l1(z_fake_x, z_y)
                 + _l1(self.vessel_encoder(fake_y), v_x)
